@@ -1,0 +1,547 @@
+"""The Executor runs manifests; the Report says how it went (ZeroVM style).
+
+An Executor is meant to live long (the Swift middleware keeps one): it owns a
+wasmtime Engine, a Linker with the WASI host defined once, compiled Modules
+(cached in memory, optionally serialized to ``cache_dir``), indexed tar images,
+and one background thread that advances the Engine's epoch (timeouts).
+Each ``run()`` makes a fresh Store, so jobs share nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import pickle
+import posixpath
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Union
+
+import wasmtime
+
+from . import tarfs, wasi
+from .manifest import Channel, Manifest, ManifestError, Mount
+from .nvram import NVRAM
+
+# ----------------------------------------------------------------- exit codes
+# Documented in docs/sandbox.md.  `zerovm` exits with these; `zvsh` too when
+# the session itself failed (otherwise it exits with the guest's own code).
+OK = 0
+GUEST_EXIT = 1        # the guest ran and returned a non-zero code (see user_rc)
+USAGE = 2             # bad command line (argparse's own code)
+BAD_MANIFEST = 3
+BAD_INPUT = 4         # missing/unreadable channel file, unknown image, bad NVRAM
+INVALID_PROGRAM = 5   # missing, not wasm, or needs imports the sandbox lacks
+TIMEOUT = 6
+MEMORY = 7
+QUOTA = 8             # a channel limit was hit (the guest's call got EDQUOT)
+CRASH = 9             # the guest trapped (out-of-bounds access, unreachable, ...)
+INTERNAL = 10
+
+EXIT_NAMES = {OK: "ok", GUEST_EXIT: "guest exit", USAGE: "usage", BAD_MANIFEST: "bad manifest",
+              BAD_INPUT: "bad input", INVALID_PROGRAM: "invalid program", TIMEOUT: "timeout",
+              MEMORY: "memory", QUOTA: "quota", CRASH: "crash", INTERNAL: "internal error"}
+
+TICK_SECONDS = 0.01   # epoch granularity: timeouts fire within 10 ms of their deadline
+ImageSpec = Union[str, tuple]
+
+
+@dataclass
+class ChannelReport:
+    alias: str
+    reads: int = 0
+    read_bytes: int = 0
+    writes: int = 0
+    write_bytes: int = 0
+    etag: Optional[str] = None
+
+
+@dataclass
+class Report:
+    exit_code: int
+    exit_state: str
+    user_rc: int = 0
+    validator: int = 0           # 0: the program loaded; 1: it did not
+    etag: str = "disable"
+    channels: list[ChannelReport] = field(default_factory=list)
+    outputs: dict[str, bytes] = field(default_factory=dict)   # memory channels' contents
+    elapsed: float = 0.0
+    cpu_user: float = 0.0
+    cpu_sys: float = 0.0
+    wasi_calls: int = 0
+    memory_etag: Optional[str] = None   # when Memory's etag field is 1
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == OK
+
+    @property
+    def stdout(self) -> Optional[bytes]:
+        return self.outputs.get("/dev/stdout")
+
+    @property
+    def stderr(self) -> Optional[bytes]:
+        return self.outputs.get("/dev/stderr")
+
+    @property
+    def accounting(self) -> dict[str, int]:
+        return {
+            "reads": sum(c.reads for c in self.channels),
+            "read_bytes": sum(c.read_bytes for c in self.channels),
+            "writes": sum(c.writes for c in self.channels),
+            "write_bytes": sum(c.write_bytes for c in self.channels),
+        }
+
+    def as_text(self) -> str:
+        """ZeroVM's report: validator state, daemon state, user return code,
+        etag(s), accounting (sys user reads rbytes writes wbytes + 4 network
+        counters, always 0 here), exit state."""
+        a = self.accounting
+        acc = "%.2f %.2f %d %d %d %d 0 0 0 0" % (
+            self.cpu_sys, self.cpu_user, a["reads"], a["read_bytes"], a["writes"], a["write_bytes"])
+        return "\n".join([str(self.validator), "0", str(self.user_rc), self.etag, acc,
+                          self.exit_state]) + "\n"
+
+
+def failure(code: int, message: str, validator: int = 0) -> Report:
+    return Report(exit_code=code, exit_state=f"{EXIT_NAMES[code]}: {message}", validator=validator,
+                  user_rc=0)
+
+
+class ProgramError(Exception):
+    pass
+
+
+class Executor:
+    """Runs jobs.  Thread-safe: several threads may call run() at once."""
+
+    def __init__(self, cache_dir: Optional[str] = None):
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        # A linear memory that never moves lets the host keep its base address.
+        config.memory_may_move = False
+        self.engine = wasmtime.Engine(config)
+        self.linker = wasmtime.Linker(self.engine)
+        wasi.define(self.linker)
+        self.cache_dir = cache_dir
+        self._modules: dict[tuple, wasmtime.Module] = {}
+        self._by_name: dict[str, tuple] = {}
+        self._images: dict[tuple, tarfs.Image] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="zerolab-epoch", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            self.engine.increment_epoch()
+
+    def close(self) -> None:
+        self._stop.set()
+        for image in self._images.values():
+            image.close()
+
+    # -------------------------------------------------------------- modules
+    def load_module(self, program: str) -> wasmtime.Module:
+        """The compiled module for ``program``: a wasm file, or a member of a tar
+        given as ``/path/image.tar/member`` (how zvsh runs ``python`` from an image
+        without extracting it).  Raises ProgramError with a one-line message."""
+        # Fast path for warm jobs: one stat() of the program decides whether the
+        # cached module is still current (same size, mtime and inode).
+        with self._lock:
+            hit = self._by_name.get(program)
+        if hit is not None:
+            path, stamp, module = hit
+            try:
+                st = os.stat(path)
+                if (st.st_size, st.st_mtime_ns, st.st_ino) == stamp:
+                    return module
+            except OSError:
+                pass
+        host_path, member = split_program(program)
+        if host_path is None:
+            raise ProgramError(f"program {program} not found")
+        try:
+            st = os.stat(host_path)
+        except OSError as e:
+            raise ProgramError(f"program {program}: {e.strerror}") from None
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        key = (os.path.realpath(host_path), member) + stamp
+        with self._lock:
+            cached = self._modules.get(key)
+        if cached is not None:
+            with self._lock:
+                self._by_name[program] = (host_path, stamp, cached)
+            return cached
+        module = self._load_uncached(host_path, member, key, program)
+        # InstancePre: import resolution done once, so each job only instantiates.
+        module.pre = self.linker.instantiate_pre(module)
+        with self._lock:
+            self._modules[key] = module
+            self._by_name[program] = (host_path, stamp, module)
+        return module
+
+    def _load_uncached(self, host_path: str, member: Optional[str], key: tuple, program: str):
+        disk = None
+        if self.cache_dir:
+            digest = hashlib.sha256(repr((key, wasmtime.__version__ if hasattr(wasmtime, "__version__")
+                                          else "", "v1")).encode()).hexdigest()
+            disk = os.path.join(self.cache_dir, f"{digest}.cwasm")
+            if os.path.exists(disk):
+                try:
+                    return wasmtime.Module.deserialize_file(self.engine, disk)
+                except wasmtime.WasmtimeError:
+                    pass  # stale or foreign cache entry: recompile below
+        try:
+            if member is None:
+                with open(host_path, "rb") as f:
+                    wasm = f.read()
+            else:
+                image = self.image(host_path)
+                node = image.lookup(member)
+                if not isinstance(node, tarfs.File):
+                    raise ProgramError(f"program {member} not found in image {host_path}")
+                wasm = image.pread(node, 0, node.size)
+        except OSError as e:
+            raise ProgramError(f"program {program}: {e.strerror}") from None
+        except tarfs.ImageError as e:
+            raise ProgramError(str(e)) from None
+        if wasm[:4] != b"\0asm":
+            raise ProgramError(f"program {program} is not a WebAssembly module")
+        try:
+            module = wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid module"
+            raise ProgramError(f"program {program} does not validate: {first}") from None
+        bad = wasi.unsupported_imports(module)
+        if bad:
+            raise ProgramError(f"program {program} imports {', '.join(bad[:3])}, "
+                               f"which the sandbox does not provide (only {wasi.MODULE})")
+        if "_start" not in [e.name for e in module.exports]:
+            raise ProgramError(f"program {program} has no _start (not a WASI command)")
+        if disk:
+            try:
+                os.makedirs(self.cache_dir, exist_ok=True)
+                tmp = f"{disk}.{os.getpid()}.tmp"
+                with open(tmp, "wb") as f:
+                    f.write(module.serialize())
+                os.replace(tmp, disk)   # atomic: concurrent runs never see half a file
+            except OSError:
+                pass  # a cache we cannot write only costs time
+        return module
+
+    # --------------------------------------------------------------- images
+    def image(self, path: str) -> tarfs.Image:
+        """The indexed tar at ``path`` (cached in memory, and pickled in cache_dir)."""
+        try:
+            key = tarfs.image_key(path)
+        except OSError as e:
+            raise tarfs.ImageError(f"image {path}: {e.strerror}") from None
+        with self._lock:
+            image = self._images.get(key)
+        if image is not None:
+            return image
+        image = None
+        disk = None
+        if self.cache_dir:
+            disk = os.path.join(self.cache_dir,
+                                hashlib.sha256(repr((key, "index-v1")).encode()).hexdigest() + ".idx")
+            try:
+                with open(disk, "rb") as f:
+                    image = pickle.load(f)
+            except (OSError, pickle.PickleError, EOFError, AttributeError):
+                image = None
+        if image is None:
+            if not tarfs.is_tar(path):
+                raise tarfs.ImageError(f"image {path} is not a tar file")
+            image = tarfs.index_tar(path)
+            if disk:
+                try:
+                    os.makedirs(self.cache_dir, exist_ok=True)
+                    tmp = f"{disk}.{os.getpid()}.tmp"
+                    with open(tmp, "wb") as f:
+                        pickle.dump(image, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    os.replace(tmp, disk)
+                except OSError:
+                    pass
+        with self._lock:
+            self._images[key] = image
+        return image
+
+    # ------------------------------------------------------------------ run
+    def run(self, manifest: Manifest, stdin: Optional[bytes] = None,
+            images: Iterable[ImageSpec] = (), args: Optional[list[str]] = None,
+            env: Optional[dict[str, str]] = None) -> Report:
+        """Runs one job and returns its Report (never raises for a bad job).
+
+        ``stdin``: bytes for /dev/stdin (replaces that channel's uri for this run).
+        ``images``: extra tar images to mount, as paths or (path, mountpoint);
+        they are trusted host files, so reads from them are not accounted.
+        ``args``/``env`` override the manifest's (or its NVRAM's).
+        """
+        started = time.perf_counter()
+        cpu0 = os.times()
+        try:
+            report = self._run(manifest, stdin, images, args, env)
+        except ManifestError as e:
+            report = failure(BAD_MANIFEST, str(e))
+        cpu1 = os.times()
+        report.elapsed = time.perf_counter() - started
+        report.cpu_user = cpu1.user - cpu0.user
+        report.cpu_sys = cpu1.system - cpu0.system
+        return report
+
+    def _run(self, manifest, stdin, images, args, env) -> Report:
+        manifest.validate()
+        # NVRAM: from the manifest object, or read from its /dev/nvram channel.
+        nv_args, nv_env, mounts, mapping = manifest.args, manifest.env, manifest.mounts, {}
+        nvram_channel = manifest.channel("/dev/nvram")
+        if nvram_channel is not None and isinstance(nvram_channel.uri, str) and nv_args is None:
+            try:
+                with open(nvram_channel.uri, "r", encoding="utf-8") as f:
+                    nv = NVRAM.parse(f.read(), source=nvram_channel.uri)
+            except OSError as e:
+                return failure(BAD_INPUT, f"nvram {nvram_channel.uri}: {e.strerror}")
+            except ManifestError as e:
+                return failure(BAD_INPUT, str(e))
+            nv_args, mapping = nv.args, nv.mapping
+            nv_env = nv.env if nv_env is None else nv_env
+            mounts = nv.mounts if mounts is None else mounts
+        if args is not None:
+            nv_args = list(args)
+        if env is not None:
+            nv_env = dict(env)
+        if not nv_args:
+            nv_args = [posixpath.basename(manifest.program)]
+        nv_env = nv_env or {}
+
+        try:
+            module = self.load_module(manifest.program)
+        except ProgramError as e:
+            return failure(INVALID_PROGRAM, str(e), validator=1)
+
+        run = wasi.Run(nv_args, nv_env, job_seed(manifest, nv_args, nv_env))
+        report = Report(exit_code=OK, exit_state="ok")
+        try:
+            prepared = self._prepare(run, manifest, stdin, images, mounts or [], mapping)
+            if prepared is not None:
+                return prepared
+            self._execute(run, module, manifest, report)
+        finally:
+            for ch in run.channels:
+                ch.close()
+        self._finish(run, manifest, report)
+        return report
+
+    def _prepare(self, run: wasi.Run, manifest: Manifest, stdin, images, mounts, mapping):
+        """Opens every channel and mounts every image before the guest starts
+        (ZeroVM did the same: a channel that cannot open means no session)."""
+        by_alias = {}
+        for spec in manifest.channels:
+            if spec.alias == "/dev/stdin" and stdin is not None:
+                state = wasi.open_memory_channel(spec, stdin)
+            elif isinstance(spec.uri, str):
+                try:
+                    state = wasi.open_host_channel(spec)
+                except OSError as e:
+                    return failure(BAD_INPUT, f"channel {spec.alias}: cannot open {spec.uri}: "
+                                              f"{e.strerror or e}")
+            else:
+                data = spec.uri.getvalue() if isinstance(spec.uri, io.BytesIO) else spec.uri
+                state = wasi.open_memory_channel(spec, data)
+            state.char = mapping.get(spec.alias) == "char"
+            run.channels.append(state)
+            by_alias[spec.alias] = state
+        if stdin is not None and "/dev/stdin" not in by_alias:
+            spec = Channel(None, "/dev/stdin", 0, 0, wasi_default(), wasi_default(), 0, 0)
+            state = wasi.open_memory_channel(spec, stdin)
+            run.channels.append(state)
+            by_alias[spec.alias] = state
+
+        # Images first, so that channels (e.g. /dev/...) win over image members.
+        for m in mounts:
+            ch = by_alias.get(m.channel)
+            if ch is None or not isinstance(ch.spec.uri, str):
+                return failure(BAD_INPUT, f"fstab mounts {m.channel}, which is not a channel "
+                                          f"backed by a file")
+            try:
+                image = self.image(ch.spec.uri)
+            except tarfs.ImageError as e:
+                return failure(BAD_INPUT, str(e))
+            run.mount(image, m.mountpoint)
+            run.image_channel[id(image)] = ch
+        for spec in images:
+            path, mountpoint = (spec, "/") if isinstance(spec, str) else (spec[0], spec[1])
+            try:
+                image = self.image(path)
+            except tarfs.ImageError as e:
+                return failure(BAD_INPUT, str(e))
+            run.mount(image, mountpoint)
+        for state in run.channels:
+            run.place_channel(state)
+
+        for fd, alias in enumerate(("/dev/stdin", "/dev/stdout", "/dev/stderr")):
+            if alias in by_alias:
+                run.fds[fd] = wasi.OpenFD(wasi.ChannelNode(by_alias[alias]))
+        run.fds[3] = wasi.OpenFD(run.root, "/")
+        return None
+
+    def _execute(self, run: wasi.Run, module, manifest: Manifest, report: Report) -> None:
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=manifest.memory, instances=1, tables=4, memories=1,
+                         table_elements=1 << 20)
+        store.set_epoch_deadline(math.ceil(manifest.timeout / TICK_SECONDS) + 1)
+        wasi.current.run = run
+        try:
+            try:
+                instance = module.pre.instantiate(store)
+            except wasmtime.WasmtimeError as e:
+                text = str(e)
+                if "memory" in text and ("limit" in text or "minimum" in text or "exceed" in text):
+                    report.exit_code, report.exit_state = MEMORY, (
+                        f"memory: the program needs more memory at start than Memory = {manifest.memory}")
+                else:
+                    report.exit_code, report.exit_state = INVALID_PROGRAM, (
+                        f"invalid program: cannot instantiate: {first_line(text)}")
+                report.validator = 1
+                return
+            exports = instance.exports(store)
+            memory = exports.get("memory") if hasattr(exports, "get") else exports["memory"]
+            if not isinstance(memory, wasmtime.Memory):
+                report.exit_code, report.exit_state = INVALID_PROGRAM, "invalid program: no exported memory"
+                report.validator = 1
+                return
+            run.attach(store, memory)
+            start = exports["_start"]
+            user_rc = 0
+            try:
+                try:
+                    start(store)
+                finally:
+                    run.store = store   # host calls left a (now dead) Caller there
+            except wasi.GuestExit as e:
+                user_rc = e.code
+            except wasmtime.Trap as e:
+                self._trap(run, manifest, report, e)
+                return
+            except wasmtime.WasmtimeError as e:
+                report.exit_code, report.exit_state = CRASH, f"crash: {first_line(str(e))}"
+                return
+            report.user_rc = user_rc
+            if user_rc != 0:
+                report.exit_code = GUEST_EXIT
+                if near_memory_cap(run, manifest):
+                    report.exit_code, report.exit_state = MEMORY, (
+                        f"memory: the guest failed at its Memory cap ({manifest.memory} bytes)")
+        finally:
+            run.store = store
+            self._memory_tag(run, manifest, report)
+            wasi.current.run = None
+
+    def _trap(self, run, manifest, report, trap: wasmtime.Trap) -> None:
+        code = getattr(trap, "trap_code", None)
+        if code == wasmtime.TrapCode.INTERRUPT:
+            report.exit_code, report.exit_state = TIMEOUT, (
+                f"timeout: the job ran longer than Timeout = {manifest.timeout} s")
+        elif near_memory_cap(run, manifest):
+            report.exit_code, report.exit_state = MEMORY, (
+                f"memory: the guest crashed at its Memory cap ({manifest.memory} bytes): "
+                f"{trap_reason(trap.message)}")
+        else:
+            report.exit_code, report.exit_state = CRASH, f"crash: {trap_reason(trap.message)}"
+        report.user_rc = 0
+
+    def _memory_tag(self, run, manifest, report) -> None:
+        # Memory etag (the Memory line's 2nd field): a digest of the final guest memory.
+        if manifest.etag and run.memory is not None:
+            try:
+                n = run.memory.data_len(run.store)
+                digest = hashlib.sha1(run.read(0, n)).hexdigest()
+                report.memory_etag = digest
+            except Exception:  # the store may be unusable after a trap
+                pass
+
+    def _finish(self, run: wasi.Run, manifest: Manifest, report: Report) -> None:
+        tags = []
+        for ch in run.channels:
+            etag = ch.hasher.hexdigest() if ch.hasher is not None else None
+            report.channels.append(wasi_channel_report(ch, etag))
+            if etag:
+                tags.append(f"{ch.alias} {etag}")
+            if ch.data is not None and ch.spec.writable:
+                data = bytes(ch.data)
+                report.outputs[ch.alias] = data
+                if isinstance(ch.spec.uri, io.BytesIO):
+                    ch.spec.uri.seek(0)
+                    ch.spec.uri.truncate()
+                    ch.spec.uri.write(data)
+        if report.memory_etag:
+            tags.append(f"/dev/memory {report.memory_etag}")
+        report.etag = " ".join(tags) if tags else "disable"
+        report.wasi_calls = run.calls
+        if run.quota_hit and report.exit_code in (OK, GUEST_EXIT):
+            report.exit_code, report.exit_state = QUOTA, f"quota: {run.quota_hit}"
+
+
+def wasi_default() -> int:
+    from .manifest import DEFAULT_LIMIT
+    return DEFAULT_LIMIT
+
+
+def wasi_channel_report(ch: wasi.ChannelState, etag: Optional[str]) -> ChannelReport:
+    return ChannelReport(ch.alias, ch.gets, ch.get_bytes, ch.puts, ch.put_bytes, etag)
+
+
+def near_memory_cap(run: wasi.Run, manifest: Manifest) -> bool:
+    """Whether the guest's memory had grown to its cap.  wasmtime refuses the
+    growth (memory.grow returns -1) without telling the host, so a guest that
+    fails while its memory is within a few MiB of the cap is reported as having
+    run out of memory."""
+    if run.memory is None:
+        return False
+    try:
+        size = run.memory.data_len(run.store)
+    except Exception:
+        return False
+    return manifest.memory - size < max(4 << 20, manifest.memory // 16)
+
+
+def first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return "unknown error"
+
+
+def trap_reason(message: str) -> str:
+    """wasmtime's trap text is a backtrace; the reason is its 'wasm trap:' line."""
+    for line in str(message).splitlines():
+        if line.strip().startswith("wasm trap:"):
+            return line.strip()[len("wasm trap:"):].strip()
+    return first_line(message)
+
+
+def job_seed(manifest: Manifest, args: list[str], env: dict[str, str]) -> bytes:
+    """The random_get seed: the job as the guest sees it (node, aliases and
+    limits, argv, env), never host paths, so a job reruns identically anywhere."""
+    parts = [str(manifest.node), str(manifest.memory)]
+    parts += [f"{c.alias},{c.type},{c.gets},{c.get_size},{c.puts},{c.put_size}" for c in manifest.channels]
+    parts += ["\0".join(args), "\0".join(f"{k}={v}" for k, v in sorted(env.items()))]
+    return hashlib.sha256("\n".join(parts).encode()).digest()
+
+
+def split_program(program: str) -> tuple[Optional[str], Optional[str]]:
+    """``/a/b.wasm`` -> (that path, None); ``/a/python.tar/bin/python`` ->
+    ("/a/python.tar", "bin/python") when /a/python.tar is a file."""
+    if os.path.isfile(program):
+        return program, None
+    head, tail = program, ""
+    while head and head != "/" and head != ".":
+        head, base = os.path.split(head)
+        tail = base if not tail else f"{base}/{tail}"
+        if os.path.isfile(head):
+            return head, tail
+    return None, None

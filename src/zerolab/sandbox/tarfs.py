@@ -1,0 +1,209 @@
+"""A read-only directory tree served straight from a tar file.
+
+An image (``python.tar``) is indexed once: every member's data offset, size,
+mtime and mode.  Guests then read members with ``os.pread`` at that offset, so
+nothing is extracted.  Indexes are cached by the Executor (keyed by the tar's
+path, size and mtime) and may be pickled to a cache directory for one-shot CLIs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import posixpath
+import tarfile
+from typing import Optional, Union
+
+_inode = itertools.count(1000)
+
+
+class Dir:
+    __slots__ = ("children", "mtime", "ino")
+    kind = "dir"
+
+    def __init__(self, mtime: int = 0):
+        self.children: dict[str, "Node"] = {}
+        self.mtime = mtime
+        self.ino = next(_inode)
+
+
+class File:
+    """A regular file inside a tar: ``size`` bytes at ``offset`` of the tar."""
+    __slots__ = ("offset", "size", "mtime", "ino", "image")
+    kind = "file"
+
+    def __init__(self, offset: int, size: int, mtime: int):
+        self.offset = offset
+        self.size = size
+        self.mtime = mtime
+        self.ino = next(_inode)
+        self.image: Optional["Image"] = None  # set when mounted
+
+
+class Symlink:
+    __slots__ = ("target", "ino")
+    kind = "symlink"
+
+    def __init__(self, target: str):
+        self.target = target
+        self.ino = next(_inode)
+
+
+Node = Union[Dir, File, Symlink]
+
+
+class ImageError(Exception):
+    """An image that cannot be used; str() is one line."""
+
+
+class Image:
+    """An indexed tar: ``root`` is its tree; ``fd`` is opened lazily per process."""
+
+    def __init__(self, path: str, root: Dir, key: tuple):
+        self.path = path
+        self.root = root
+        self.key = key
+        self._fd: Optional[int] = None
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return self._fd
+
+    def pread(self, node: File, pos: int, n: int) -> bytes:
+        n = max(0, min(n, node.size - pos))
+        return os.pread(self.fd, n, node.offset + pos) if n else b""
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def lookup(self, path: str) -> Optional[Node]:
+        """Finds a member by path (relative to the image root), following symlinks."""
+        return resolve(self.root, path)
+
+    def __getstate__(self):
+        return {"path": self.path, "root": self.root, "key": self.key}
+
+    def __setstate__(self, state):
+        self.path, self.root, self.key = state["path"], state["root"], state["key"]
+        self._fd = None
+        _attach(self.root, self)
+
+
+def image_key(path: str) -> tuple:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _attach(d: Dir, image: Image) -> None:
+    for child in d.children.values():
+        if isinstance(child, File):
+            child.image = image
+        elif isinstance(child, Dir):
+            _attach(child, image)
+
+
+def is_tar(path: str) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def index_tar(path: str) -> Image:
+    """Reads the tar's headers (not its data) into a tree.  Compressed tars are refused:
+    serving members by offset needs an uncompressed tar."""
+    try:
+        key = image_key(path)
+        with open(path, "rb") as f:
+            magic = f.read(3)
+        if magic[:2] == b"\x1f\x8b" or magic == b"BZh" or magic[:3] == b"\xfd7z":
+            raise ImageError(f"image {path} is compressed; zerolab images must be plain .tar")
+        tf = tarfile.open(path, mode="r:")
+    except (OSError, tarfile.TarError) as e:
+        raise ImageError(f"cannot read image {path}: {getattr(e, 'strerror', None) or e}") from None
+    root = Dir()
+    links = []
+    with tf:
+        for m in tf:
+            name = posixpath.normpath("/" + m.name).lstrip("/")
+            if not name or name == ".":
+                root.mtime = int(m.mtime)
+                continue
+            parent = _mkdirs(root, posixpath.dirname(name))
+            base = posixpath.basename(name)
+            if m.isdir():
+                d = parent.children.get(base)
+                if not isinstance(d, Dir):
+                    d = parent.children[base] = Dir()
+                d.mtime = int(m.mtime)
+            elif m.isreg():
+                parent.children[base] = File(m.offset_data, m.size, int(m.mtime))
+            elif m.issym():
+                parent.children[base] = Symlink(m.linkname)
+            elif m.islnk():
+                links.append((parent, base, m.linkname))
+            # devices, fifos: nothing a guest may have
+    for parent, base, target in links:
+        node = resolve(root, target)
+        if isinstance(node, File):
+            parent.children[base] = node
+    image = Image(path, root, key)
+    _attach(root, image)
+    return image
+
+
+def _mkdirs(root: Dir, path: str) -> Dir:
+    d = root
+    for part in path.split("/"):
+        if not part:
+            continue
+        child = d.children.get(part)
+        if not isinstance(child, Dir):
+            child = d.children[part] = Dir(d.mtime)
+        d = child
+    return d
+
+
+def resolve(root: Dir, path: str, follow_last: bool = True, depth: int = 0) -> Optional[Node]:
+    """Walks ``path`` (relative to root; '..' cannot climb above root) following symlinks.
+    Returns None when any component is missing."""
+    if depth > 32:
+        return None
+    stack: list[Dir] = [root]
+    parts = [p for p in path.split("/") if p and p != "."]
+    for i, part in enumerate(parts):
+        if part == "..":
+            if len(stack) > 1:
+                stack.pop()
+            continue
+        node = stack[-1].children.get(part)
+        if node is None:
+            return None
+        last = i == len(parts) - 1
+        if isinstance(node, Symlink) and (follow_last or not last):
+            here = "/".join(_names(stack))
+            target = node.target if node.target.startswith("/") else posixpath.join(here, node.target)
+            node = resolve(root, target, True, depth + 1)
+            if node is None:
+                return None
+        if last:
+            return node
+        if not isinstance(node, Dir):
+            return None
+        stack.append(node)
+    return stack[-1]
+
+
+def _names(stack: list[Dir]) -> list[str]:
+    # names of the directories on the stack (for relative symlink targets)
+    names = []
+    for parent, child in zip(stack, stack[1:]):
+        for name, node in parent.children.items():
+            if node is child:
+                names.append(name)
+                break
+    return names
