@@ -1,0 +1,64 @@
+"""The lab inventory: one file, checked the same way by Python and by Vagrant."""
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from zerolab import inventory
+
+ROOT = inventory.DEFAULT_INVENTORY.parents[2]
+
+
+def test_the_lab_inventory_has_every_node_kind():
+    lab = inventory.load()
+    assert {g: len(lab.group(g)) for g in inventory.LAB_GROUPS} == {"sandbox": 1, "swift": 1, "pxe": 1, "galera": 3}
+    addresses = [m.address for m in lab.machines]
+    assert len(addresses) == len(set(addresses))
+
+
+def _broken(tmp_path, edit):
+    data = yaml.safe_load(inventory.DEFAULT_INVENTORY.read_text())
+    edit(data["all"]["children"])
+    path = tmp_path / "inventories" / "lab" / "hosts.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _duplicate_address(groups):
+    groups["galera"]["hosts"]["galera3"]["ansible_host"] = groups["galera"]["hosts"]["galera1"]["ansible_host"]
+
+
+def _missing_memory(groups):
+    del groups["swift"]["hosts"]["swift1"]["lab_memory"]
+
+
+BROKEN = {
+    "missing group": (lambda groups: groups.pop("pxe"), "group 'pxe' is missing"),
+    "duplicate address": (_duplicate_address, "host 'galera3'"),
+    "missing field": (_missing_memory, "host 'swift1' has no 'lab_memory'"),
+    "bad address": (lambda g: g["sandbox"]["hosts"]["sandbox1"].update(ansible_host="10.0.0.300"), "host 'sandbox1'"),
+    "bad size": (lambda g: g["sandbox"]["hosts"]["sandbox1"].update(lab_cpus=0), "'lab_cpus' must be a positive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_malformed_inventory_names_the_host_and_field(tmp_path, case):
+    edit, expected = BROKEN[case]
+    with pytest.raises(inventory.InventoryError, match=expected.replace("(", r"\(")):
+        inventory.load(_broken(tmp_path, edit))
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is installed by scripts/bootstrap")
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_the_vagrantfile_stops_on_the_same_malformed_inventory(tmp_path, case):
+    edit, expected = BROKEN[case]
+    _broken(tmp_path, edit)
+    shutil.copy(ROOT / "Vagrantfile", tmp_path / "Vagrantfile")
+    result = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert expected in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
