@@ -10,6 +10,14 @@ ZEROLAB_IMAGE_NAME="${ZEROLAB_IMAGE_NAME:-localhost/zerolab-node}"
 export CONTAINERS_CONF="$ZEROLAB_ROOT/containers.conf"
 export PATH="$ZEROLAB_VENV/bin:$PATH"
 
+# One apt package cache for every lab container (mounted at
+# /var/cache/apt/archives), so a package is downloaded once per machine.
+ZEROLAB_APT_CACHE="${ZEROLAB_APT_CACHE:-/var/cache/zerolab/apt}"
+
+# Heavy work (a Molecule scenario, VMs) runs one at a time on a small machine.
+ZEROLAB_HEAVY_LOCK="${ZEROLAB_HEAVY_LOCK:-/tmp/zerolab-heavy.lock}"
+one_at_a_time() { flock "$ZEROLAB_HEAVY_LOCK" "$@"; }
+
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
