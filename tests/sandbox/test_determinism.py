@@ -28,3 +28,20 @@ def test_c_guest_outputs_identical(executor, guests):
     text = b"to be or not to be\n" * 100
     outs = {executor.run(job(guests / "wordcount.wasm"), stdin=text).stdout for _ in range(10)}
     assert outs == {b"be 200\nnot 100\nor 100\nto 200\n"}
+
+
+def test_a_fresh_executor_gives_the_same_bytes(executor, python_image):
+    # inode numbers, directory order, clock and randomness must not depend on
+    # what this process ran before (a new Executor indexes the image anew)
+    from zerolab.sandbox import Executor
+    code = PY + ("import os\n"
+                 "print([os.stat(p).st_ino for p in ('/dev/stdin', '/lib/python3.11/os.py', '/dev', '/')])\n"
+                 "print(os.listdir('/lib/python3.11')[:5], os.stat('/dev/stdin').st_mtime)\n")
+    first = executor.run(python_job(python_image, code), stdin=b"")
+    fresh = Executor(cache_dir=None)
+    try:
+        second = fresh.run(python_job(python_image, code), stdin=b"")
+    finally:
+        fresh.close()
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout == second.stdout

@@ -248,7 +248,7 @@ class Executor:
         disk = None
         if self.cache_dir:
             disk = os.path.join(self.cache_dir,
-                                hashlib.sha256(repr((key, "index-v1")).encode()).hexdigest() + ".idx")
+                                hashlib.sha256(repr((key, "index-v2")).encode()).hexdigest() + ".idx")
             try:
                 with open(disk, "rb") as f:
                     image = pickle.load(f)
@@ -422,14 +422,19 @@ class Executor:
                     start(store)
                 finally:
                     run.store = store   # host calls left a (now dead) Caller there
-            except wasi.GuestExit as e:
-                user_rc = e.code
-            except wasmtime.Trap as e:
-                self._trap(run, manifest, report, e)
-                return
-            except wasmtime.WasmtimeError as e:
-                report.exit_code, report.exit_state = CRASH, f"crash: {first_line(str(e))}"
-                return
+            except Exception as e:
+                if run.exit_status is not None:      # proc_exit unwinds with an exception
+                    user_rc = run.exit_status
+                elif isinstance(e, wasmtime.Trap):
+                    self._trap(run, manifest, report, e)
+                    return
+                elif isinstance(e, wasmtime.WasmtimeError):
+                    report.exit_code, report.exit_state = CRASH, f"crash: {first_line(str(e))}"
+                    return
+                else:  # a bug in the host functions: report it, do not crash the caller
+                    report.exit_code, report.exit_state = INTERNAL, (
+                        f"internal error: {type(e).__name__}: {first_line(str(e))}")
+                    return
             report.user_rc = user_rc
             if user_rc != 0:
                 report.exit_code = GUEST_EXIT

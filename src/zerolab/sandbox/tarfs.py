@@ -8,23 +8,28 @@ path, size and mtime) and may be pickled to a cache directory for one-shot CLIs.
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import os
 import posixpath
 import tarfile
 from typing import Optional, Union
 
-_inode = itertools.count(1000)
+
+
+def inode(kind: str, path: str) -> int:
+    """A stable inode number from a node's path: the same image or channel gives
+    the guest the same st_ino in every run and every process (determinism)."""
+    return int.from_bytes(hashlib.blake2b(f"{kind}:{path}".encode(), digest_size=7).digest(), "little")
 
 
 class Dir:
     __slots__ = ("children", "mtime", "ino")
     kind = "dir"
 
-    def __init__(self, mtime: int = 0):
+    def __init__(self, mtime: int = 0, ino: int = 0):
         self.children: dict[str, "Node"] = {}
         self.mtime = mtime
-        self.ino = next(_inode)
+        self.ino = ino
 
 
 class File:
@@ -32,11 +37,11 @@ class File:
     __slots__ = ("offset", "size", "mtime", "ino", "image")
     kind = "file"
 
-    def __init__(self, offset: int, size: int, mtime: int):
+    def __init__(self, offset: int, size: int, mtime: int, ino: int = 0):
         self.offset = offset
         self.size = size
         self.mtime = mtime
-        self.ino = next(_inode)
+        self.ino = ino
         self.image: Optional["Image"] = None  # set when mounted
 
 
@@ -44,9 +49,9 @@ class Symlink:
     __slots__ = ("target", "ino")
     kind = "symlink"
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, ino: int = 0):
         self.target = target
-        self.ino = next(_inode)
+        self.ino = ino
 
 
 Node = Union[Dir, File, Symlink]
@@ -125,7 +130,7 @@ def index_tar(path: str) -> Image:
         tf = tarfile.open(path, mode="r:")
     except (OSError, tarfile.TarError) as e:
         raise ImageError(f"cannot read image {path}: {getattr(e, 'strerror', None) or e}") from None
-    root = Dir()
+    root = Dir(ino=inode("dir", "/"))
     links = []
     with tf:
         for m in tf:
@@ -138,12 +143,12 @@ def index_tar(path: str) -> Image:
             if m.isdir():
                 d = parent.children.get(base)
                 if not isinstance(d, Dir):
-                    d = parent.children[base] = Dir()
+                    d = parent.children[base] = Dir(ino=inode("dir", name))
                 d.mtime = int(m.mtime)
             elif m.isreg():
-                parent.children[base] = File(m.offset_data, m.size, int(m.mtime))
+                parent.children[base] = File(m.offset_data, m.size, int(m.mtime), inode("file", name))
             elif m.issym():
-                parent.children[base] = Symlink(m.linkname)
+                parent.children[base] = Symlink(m.linkname, inode("link", name))
             elif m.islnk():
                 links.append((parent, base, m.linkname))
             # devices, fifos: nothing a guest may have
@@ -158,12 +163,14 @@ def index_tar(path: str) -> Image:
 
 def _mkdirs(root: Dir, path: str) -> Dir:
     d = root
+    walked = ""
     for part in path.split("/"):
         if not part:
             continue
+        walked = f"{walked}/{part}"
         child = d.children.get(part)
         if not isinstance(child, Dir):
-            child = d.children[part] = Dir(d.mtime)
+            child = d.children[part] = Dir(d.mtime, inode("dir", walked.lstrip("/")))
         d = child
     return d
 

@@ -81,7 +81,7 @@ class ChannelState:
         self.gets = self.get_bytes = self.puts = self.put_bytes = 0
         self.hasher = hashlib.sha1() if spec.etag else None
         self.char = False          # NVRAM [mapping] mode=char: a terminal-like device
-        self.ino = next(tarfs._inode)
+        self.ino = tarfs.inode("channel", spec.alias)
 
     def limit(self, name: str) -> int:
         return getattr(self.spec, name)
@@ -121,7 +121,7 @@ class Run:
         self.env = [f"{k}={v}".encode() + b"\0" for k, v in env.items()]
         self.fds: dict[int, OpenFD] = {}
         self.channels: list[ChannelState] = []
-        self.root = tarfs.Dir()
+        self.root = tarfs.Dir(ino=tarfs.inode("dir", "/"))
         self.own_dirs = {id(self.root)}   # dirs built for this run (safe to modify)
         self.image_channel: dict[int, ChannelState] = {}  # id(Image) -> channel that carries it
         self.clock = 0
@@ -129,6 +129,7 @@ class Run:
         self._rand_counter = 0
         self._rand_buf = b""
         self.quota_hit: Optional[str] = None
+        self.exit_status: Optional[int] = None   # set by proc_exit
         self.memory: Optional[wasmtime.Memory] = None
         self.store = None
         self.base = 0
@@ -206,12 +207,15 @@ class Run:
     def mkdirs(self, path: str) -> tarfs.Dir:
         """The directory at ``path``, created (and un-shared from images) as needed."""
         d = self.root
+        walked = ""
         for part in [p for p in path.split("/") if p]:
+            walked = f"{walked}/{part}"
             child = d.children.get(part)
             if isinstance(child, tarfs.Dir) and id(child) in self.own_dirs:
                 d = child
                 continue
-            fresh = tarfs.Dir(child.mtime if isinstance(child, tarfs.Dir) else 0)
+            fresh = tarfs.Dir(child.mtime if isinstance(child, tarfs.Dir) else 0,
+                              tarfs.inode("dir", walked.lstrip("/")))
             if isinstance(child, tarfs.Dir):   # copy-on-write: never modify a cached image tree
                 fresh.children = dict(child.children)
             self.own_dirs.add(id(fresh))
@@ -420,6 +424,9 @@ def random_get(run, buf, length):
 
 
 def proc_exit(run, code):
+    # The exit status is kept on the Run, not only in the exception: wasmtime-py
+    # passes host exceptions back through one global, which threads could race on.
+    run.exit_status = code
     raise GuestExit(code)
 
 
