@@ -76,9 +76,14 @@ static int by_word(const void *a, const void *b)
     return strcmp(x->word, y->word);
 }
 
-static int is_word_char(int c)
+/* byte -> lowercased word character, or 0 for a separator: one table lookup
+ * per byte instead of isalnum()+tolower() calls (this loop is the hot path) */
+static unsigned char word_char[256];
+
+static void init_word_chars(void)
 {
-    return isalnum(c) || c == '\'';
+    for (int c = 0; c < 256; c++)
+        word_char[c] = (c < 128 && (isalnum(c) || c == '\'')) ? (unsigned char)tolower(c) : 0;
 }
 
 /* map: scan raw bytes; words may straddle read boundaries */
@@ -96,10 +101,10 @@ static int map_fd(int fd, const char *name)
         if (n == 0)
             break;
         for (ssize_t i = 0; i < n; i++) {
-            int c = (unsigned char)buf[i];
-            if (is_word_char(c)) {
+            unsigned char c = word_char[(unsigned char)buf[i]];
+            if (c) {
                 if (len < sizeof word)   /* longer words are cut, not split */
-                    word[len++] = (char)tolower(c);
+                    word[len++] = (char)c;
             } else if (len) {
                 add(word, len, 1);
                 len = 0;
@@ -189,6 +194,7 @@ int main(int argc, char **argv)
     int reduce = argc > 1 && strcmp(argv[1], "-r") == 0;
     int first = reduce ? 2 : 1;
     int rc = 0;
+    init_word_chars();
     grow();
     if (reduce && first >= argc)
         rc = reduce_all_inputs();

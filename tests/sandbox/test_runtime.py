@@ -181,3 +181,16 @@ def test_in_memory_output_and_bytesio(executor, guests):
     m = Manifest(program=str(guests / "hello.wasm"), channels=[Channel(sink, "/dev/stdout", 0, 0, 0, 0, G, G)])
     r = executor.run(m)
     assert sink.getvalue() == r.stdout == b"Hello, World!\n"
+
+
+def test_concurrent_jobs_keep_their_own_results(executor, guests):
+    # the Swift middleware may run jobs from several threads on one Executor
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(n):
+        r = executor.run(job(guests / "misbehave.wasm", ["misbehave", "exit", str(n)]), stdin=b"")
+        h = executor.run(job(guests / "cat.wasm"), stdin=str(n).encode() * 1000)
+        return n, r.user_rc, h.stdout == str(n).encode() * 1000
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(1, 101)))
+    assert all(n == rc and same for n, rc, same in results), [x for x in results if x[0] != x[1] or not x[2]]
