@@ -194,3 +194,44 @@ def test_concurrent_jobs_keep_their_own_results(executor, guests):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(one, range(1, 101)))
     assert all(n == rc and same for n, rc, same in results), [x for x in results if x[0] != x[1] or not x[2]]
+
+
+def test_bogus_pointers_get_efault_not_a_host_crash(executor, tmp_path):
+    # a hand-written guest passing an iovec far outside its 1-page memory, and a
+    # huge random_get: both must fail with EFAULT (21), the host stays up
+    prog = tmp_path / "bogus.wasm"
+    prog.write_bytes(wasmtime.wat2wasm('''
+      (module
+        (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "random_get" (func $r (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+          (i32.store (i32.const 0) (i32.const 0x7ffffff0))   ;; iovec.buf: far outside memory
+          (i32.store (i32.const 4) (i32.const 0x10000000))   ;; iovec.len: 256 MiB
+          (if (i32.ne (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)) (i32.const 21))
+            (then (call $exit (i32.const 1))))
+          (if (i32.ne (call $r (i32.const 16) (i32.const 0x7fffffff)) (i32.const 21))
+            (then (call $exit (i32.const 2))))
+          (call $exit (i32.const 0))))'''))
+    r = executor.run(job(prog, memory=1 << 20), stdin=b"")
+    assert (r.exit_code, r.user_rc) == (OK, 0), r.exit_state
+
+
+def test_image_index_cache_is_shared_by_every_name_of_the_file(python_image, tmp_path, monkeypatch):
+    # regression: an index cached under a relative name broke jobs run elsewhere
+    from zerolab.sandbox import Executor
+    from .conftest import CACHE
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "py.tar").symlink_to(python_image)
+    monkeypatch.chdir(tmp_path / "a")
+    first = Executor(cache_dir=str(CACHE))
+    assert first.image("py.tar").path == str(python_image.resolve())
+    first.close()
+    monkeypatch.chdir(tmp_path)
+    second = Executor(cache_dir=str(CACHE))
+    try:
+        r = second.run(python_job(python_image, "print('ok')"), stdin=b"")
+    finally:
+        second.close()
+    assert r.stdout == b"ok\n", r.exit_state

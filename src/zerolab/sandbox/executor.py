@@ -10,6 +10,7 @@ Each ``run()`` makes a fresh Store, so jobs share nothing.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import math
 import os
@@ -45,6 +46,10 @@ EXIT_NAMES = {OK: "ok", GUEST_EXIT: "guest exit", USAGE: "usage", BAD_MANIFEST: 
               BAD_INPUT: "bad input", INVALID_PROGRAM: "invalid program", TIMEOUT: "timeout",
               MEMORY: "memory", QUOTA: "quota", CRASH: "crash", INTERNAL: "internal error"}
 
+try:
+    ENGINE_TAG = "wasmtime-" + importlib.metadata.version("wasmtime") + "-zerolab-v1"
+except importlib.metadata.PackageNotFoundError:
+    ENGINE_TAG = "wasmtime-unknown-zerolab-v1"
 TICK_SECONDS = 0.01   # epoch granularity: timeouts fire within 10 ms of their deadline
 ImageSpec = Union[str, tuple]
 
@@ -185,16 +190,38 @@ class Executor:
         return module
 
     def _load_uncached(self, host_path: str, member: Optional[str], key: tuple, program: str):
-        disk = None
+        """Compiles, or loads a serialized module from cache_dir.  The disk cache is
+        content-addressed (sha256 of the wasm), so a copy of a known program (zvsh's
+        boot.1 in a new save dir) is not compiled again; a small by-stat entry maps
+        (path, size, mtime, inode) to that digest so known files are not even hashed."""
+        module = None
+        stat_entry = None
         if self.cache_dir:
-            digest = hashlib.sha256(repr((key, wasmtime.__version__ if hasattr(wasmtime, "__version__")
-                                          else "", "v1")).encode()).hexdigest()
-            disk = os.path.join(self.cache_dir, f"{digest}.cwasm")
-            if os.path.exists(disk):
+            stat_entry = os.path.join(self.cache_dir, "by-stat",
+                                      hashlib.sha256(repr((key, ENGINE_TAG)).encode()).hexdigest())
+            try:
+                with open(stat_entry) as f:
+                    module = self._deserialize(f.read().strip())
+            except OSError:
+                pass
+        if module is None:
+            wasm = self._read_program(host_path, member, program)
+            digest = hashlib.sha256(ENGINE_TAG.encode() + wasm).hexdigest()
+            module = self._deserialize(digest) if self.cache_dir else None
+            if module is None:
                 try:
-                    return wasmtime.Module.deserialize_file(self.engine, disk)
-                except wasmtime.WasmtimeError:
-                    pass  # stale or foreign cache entry: recompile below
+                    module = wasmtime.Module(self.engine, wasm)
+                except wasmtime.WasmtimeError as e:
+                    raise ProgramError(f"program {program} does not validate: {first_line(str(e))}") from None
+                self._check_program(module, program)
+                if self.cache_dir:
+                    self._cache_write(os.path.join(self.cache_dir, f"{digest}.cwasm"), module.serialize())
+            if stat_entry:
+                self._cache_write(stat_entry, digest.encode())
+        self._check_program(module, program)
+        return module
+
+    def _read_program(self, host_path: str, member: Optional[str], program: str) -> bytes:
         try:
             if member is None:
                 with open(host_path, "rb") as f:
@@ -211,27 +238,38 @@ class Executor:
             raise ProgramError(str(e)) from None
         if wasm[:4] != b"\0asm":
             raise ProgramError(f"program {program} is not a WebAssembly module")
-        try:
-            module = wasmtime.Module(self.engine, wasm)
-        except wasmtime.WasmtimeError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid module"
-            raise ProgramError(f"program {program} does not validate: {first}") from None
+        return wasm
+
+    @staticmethod
+    def _check_program(module: wasmtime.Module, program: str) -> None:
         bad = wasi.unsupported_imports(module)
         if bad:
             raise ProgramError(f"program {program} imports {', '.join(bad[:3])}, "
                                f"which the sandbox does not provide (only {wasi.MODULE})")
         if "_start" not in [e.name for e in module.exports]:
             raise ProgramError(f"program {program} has no _start (not a WASI command)")
-        if disk:
-            try:
-                os.makedirs(self.cache_dir, exist_ok=True)
-                tmp = f"{disk}.{os.getpid()}.tmp"
-                with open(tmp, "wb") as f:
-                    f.write(module.serialize())
-                os.replace(tmp, disk)   # atomic: concurrent runs never see half a file
-            except OSError:
-                pass  # a cache we cannot write only costs time
-        return module
+
+    def _deserialize(self, digest: str) -> Optional[wasmtime.Module]:
+        # Only files this code wrote are read back: cache_dir must be private to
+        # the user (deserializing is trusting the bytes to be wasmtime's own).
+        path = os.path.join(self.cache_dir, f"{digest}.cwasm")
+        if not os.path.exists(path):
+            return None
+        try:
+            return wasmtime.Module.deserialize_file(self.engine, path)
+        except wasmtime.WasmtimeError:
+            return None  # another wasmtime version or config: compile again
+
+    @staticmethod
+    def _cache_write(path: str, data: bytes) -> None:
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)   # atomic: a concurrent reader never sees half a file
+        except OSError:
+            pass  # a cache we cannot write only costs time
 
     # --------------------------------------------------------------- images
     def image(self, path: str) -> tarfs.Image:
@@ -248,25 +286,19 @@ class Executor:
         disk = None
         if self.cache_dir:
             disk = os.path.join(self.cache_dir,
-                                hashlib.sha256(repr((key, "index-v2")).encode()).hexdigest() + ".idx")
+                                hashlib.sha256(repr((key, "index-v2", ENGINE_TAG)).encode()).hexdigest() + ".idx")
             try:
                 with open(disk, "rb") as f:
                     image = pickle.load(f)
-            except (OSError, pickle.PickleError, EOFError, AttributeError):
+                image.path = key[0]
+            except Exception:  # a stale or foreign cache entry: index again
                 image = None
         if image is None:
             if not tarfs.is_tar(path):
                 raise tarfs.ImageError(f"image {path} is not a tar file")
             image = tarfs.index_tar(path)
             if disk:
-                try:
-                    os.makedirs(self.cache_dir, exist_ok=True)
-                    tmp = f"{disk}.{os.getpid()}.tmp"
-                    with open(tmp, "wb") as f:
-                        pickle.dump(image, f, protocol=pickle.HIGHEST_PROTOCOL)
-                    os.replace(tmp, disk)
-                except OSError:
-                    pass
+                self._cache_write(disk, pickle.dumps(image, protocol=pickle.HIGHEST_PROTOCOL))
         with self._lock:
             self._images[key] = image
         return image

@@ -156,7 +156,8 @@ def index_tar(path: str) -> Image:
         node = resolve(root, target)
         if isinstance(node, File):
             parent.children[base] = node
-    image = Image(path, root, key)
+    # the real path: the index is cached by it and shared by every name of the file
+    image = Image(key[0], root, key)
     _attach(root, image)
     return image
 

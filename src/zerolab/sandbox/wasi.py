@@ -51,6 +51,9 @@ EPOCH_NS = 1370908800 * 10**9
 CLOCK_STEP_NS = 1000
 
 LIMIT_NAMES = ("gets", "get_size", "puts", "put_size")
+# One call moves at most this much (a short read/write, which POSIX allows), so a
+# guest asking for a 4 GiB read cannot make the host allocate 4 GiB at once.
+MAX_IO = 16 << 20
 
 
 class Fault(Exception):
@@ -169,10 +172,20 @@ class Run:
         self.write(ptr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
 
     def iovecs(self, ptr: int, count: int) -> list[tuple[int, int]]:
+        """The (buffer, length) pairs, each checked to lie inside guest memory
+        (before any IO happens), cut to MAX_IO bytes in total."""
         if count == 0:
             return []
         raw = struct.unpack("<%dI" % (2 * count), self.read(ptr, 8 * count))
-        return list(zip(raw[0::2], raw[1::2]))
+        out, total = [], 0
+        for buf, length in zip(raw[0::2], raw[1::2]):
+            self.check(buf, length)
+            length = min(length, MAX_IO - total)
+            if length <= 0:
+                break
+            out.append((buf, length))
+            total += length
+        return out
 
     def scatter(self, iovs: list[tuple[int, int]], data: bytes) -> None:
         off = 0
@@ -419,6 +432,7 @@ def clock_time_get(run, clock_id, precision, time_ptr):
 
 
 def random_get(run, buf, length):
+    run.check(buf, length)   # before generating: a bogus length must not cost host memory
     run.write(buf, run.random(length))
     return ESUCCESS
 
