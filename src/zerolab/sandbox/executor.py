@@ -24,7 +24,7 @@ from typing import Iterable, Optional, Union
 import wasmtime
 
 from . import tarfs, wasi
-from .manifest import Channel, Manifest, ManifestError, Mount
+from .manifest import DEFAULT_LIMIT, Channel, Manifest, ManifestError
 from .nvram import NVRAM
 
 # ----------------------------------------------------------------- exit codes
@@ -320,6 +320,8 @@ class Executor:
             report = self._run(manifest, stdin, images, args, env)
         except ManifestError as e:
             report = failure(BAD_MANIFEST, str(e))
+        except Exception as e:  # a bug of ours: a report, not an exception in the caller
+            report = failure(INTERNAL, f"{type(e).__name__}: {first_line(str(e))}")
         cpu1 = os.times()
         report.elapsed = time.perf_counter() - started
         report.cpu_user = cpu1.user - cpu0.user
@@ -388,7 +390,7 @@ class Executor:
             run.channels.append(state)
             by_alias[spec.alias] = state
         if stdin is not None and "/dev/stdin" not in by_alias:
-            spec = Channel(None, "/dev/stdin", 0, 0, wasi_default(), wasi_default(), 0, 0)
+            spec = Channel(None, "/dev/stdin", 0, 0, DEFAULT_LIMIT, DEFAULT_LIMIT, 0, 0)
             state = wasi.open_memory_channel(spec, stdin)
             run.channels.append(state)
             by_alias[spec.alias] = state
@@ -438,10 +440,10 @@ class Executor:
                 else:
                     report.exit_code, report.exit_state = INVALID_PROGRAM, (
                         f"invalid program: cannot instantiate: {first_line(text)}")
-                report.validator = 1
+                    report.validator = 1
                 return
             exports = instance.exports(store)
-            memory = exports.get("memory") if hasattr(exports, "get") else exports["memory"]
+            memory = exports.get("memory")
             if not isinstance(memory, wasmtime.Memory):
                 report.exit_code, report.exit_state = INVALID_PROGRAM, "invalid program: no exported memory"
                 report.validator = 1
@@ -521,11 +523,6 @@ class Executor:
         report.wasi_calls = run.calls
         if run.quota_hit and report.exit_code in (OK, GUEST_EXIT):
             report.exit_code, report.exit_state = QUOTA, f"quota: {run.quota_hit}"
-
-
-def wasi_default() -> int:
-    from .manifest import DEFAULT_LIMIT
-    return DEFAULT_LIMIT
 
 
 def wasi_channel_report(ch: wasi.ChannelState, etag: Optional[str]) -> ChannelReport:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 VERSION = "20130611"
 # zvsh's defaults: 4 GiB limits mean "no limit" for a 32-bit guest.
