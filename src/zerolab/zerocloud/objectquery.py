@@ -1,0 +1,178 @@
+"""The object-server half of zerocloud: run one job node next to its data.
+
+The proxy half (proxy.py) sends ``EXECUTE /<device>/<partition>/<account>
+[/<container>/<object>]`` straight to an object server that holds a replica
+of the node's input.  A method of its own, not POST: an object server without
+this filter answers 405 instead of mistaking a job for a metadata update.
+
+The body is the executor request (protocol.py) without its descriptor; this
+filter opens the object's data file on this device, caps the job's limits
+with its own configuration, hands both to the node's executor daemon over
+its unix socket and returns the daemon's reply.  Replies: 200 with the report
+and outputs; 404 when this device has no copy (the proxy tries another
+replica); 409 for objects stored encrypted; 413 for an input over
+zerovm_maxinput; 429 when the executor is busy; 503 when it is unreachable.
+
+    [filter:zerocloud-object]
+    paste.filter_factory = zerolab.zerocloud.objectquery:filter_factory
+    zerovm_socket = /run/zerolab-executor/executor.sock
+    zerovm_timeout = 10
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+from swift.common.storage_policy import POLICIES
+from swift.common.swob import Request, Response
+from swift.common.utils import get_logger, split_path
+from swift.obj.diskfile import DiskFileError, DiskFileNotExist
+
+from . import protocol
+
+EXECUTE = "EXECUTE"
+LOCAL_ALIAS_HEADER = "X-Zerocloud-Local-Alias"
+DEFAULTS = {
+    "zerovm_socket": "/run/zerolab-executor/executor.sock",
+    "zerovm_timeout": "10",
+    "zerovm_maxinput": str(1 << 30),
+    "zerovm_maxoutput": str(100 << 20),
+    "zerovm_maxnexemem": str(256 << 20),
+}
+# The request body: program, scripts and mapper outputs; anything bigger is refused.
+MAX_BODY = 1 << 30
+
+
+def text(status: int, reason: str) -> Response:
+    return Response(status=status, body=(reason.rstrip("\n") + "\n").encode(),
+                    content_type="text/plain")
+
+
+class ObjectQueryMiddleware:
+    def __init__(self, app, conf: dict):
+        self.app = app
+        conf = dict(DEFAULTS, **conf)
+        self.logger = get_logger(conf, log_route="zerocloud-object")
+        self.socket_path = conf["zerovm_socket"]
+        self.timeout = int(conf["zerovm_timeout"])
+        self.max_input = int(conf["zerovm_maxinput"])
+        self.max_output = int(conf["zerovm_maxoutput"])
+        self.max_memory = int(conf["zerovm_maxnexemem"])
+        # The object server's own app, which knows its devices and DiskFiles.
+        self.controller = app
+        while not hasattr(self.controller, "get_diskfile") and hasattr(self.controller, "app"):
+            self.controller = self.controller.app
+
+    def __call__(self, env, start_response):
+        if env.get("REQUEST_METHOD") != EXECUTE:
+            return self.app(env, start_response)
+        req = Request(env)
+        try:
+            resp = self.execute(req)
+        except Exception as e:  # one line in the log and to the proxy, never a traceback to a client
+            self.logger.exception("zerocloud: job failed")
+            resp = text(500, f"object server failed to run the job: {type(e).__name__}: {e}")
+        return resp(env, start_response)
+
+    def execute(self, req: Request) -> Response:
+        try:
+            device, partition, account, container, obj = split_path(req.path, 3, 5, True)
+        except ValueError:
+            return text(400, f"bad EXECUTE path {req.path}")
+        length = req.content_length
+        if length is None or length > MAX_BODY:
+            return text(413, "job request has no length or is too large")
+        try:
+            header, payloads = protocol.decode(req.environ["wsgi.input"].read(length))
+        except protocol.ProtocolError as e:
+            return text(400, f"malformed job request: {e}")
+        # This node's limits win over whatever the request asks for.
+        header["timeout"] = min(int(header.get("timeout", self.timeout)), self.timeout)
+        header["memory"] = min(int(header.get("memory", self.max_memory)), self.max_memory)
+        header["max_input"] = self.max_input
+        for out in header.get("outputs", []):
+            out["limit"] = min(int(out.get("limit", self.max_output)), self.max_output)
+
+        fds = []
+        colocated = "0"
+        local_alias = req.headers.get(LOCAL_ALIAS_HEADER)
+        if local_alias:
+            if not obj:
+                return text(400, "a local input needs an object path")
+            opened = self.open_object(req, device, partition, account, container, obj)
+            if isinstance(opened, Response):
+                return opened
+            fds.append(opened)
+            header.setdefault("inputs", []).insert(0, {"alias": local_alias, "fd": 0})
+            # ZeroCloud's co-location code: sessions on the same device share it.
+            colocated = hashlib.md5(f"{self.socket_path}:{device}".encode()).hexdigest()
+        try:
+            reply, outputs = self.call_executor(header, payloads, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if isinstance(reply, Response):
+            return reply
+        resp = Response(status=200, body=protocol.pack(reply, outputs),
+                        content_type="application/octet-stream")
+        resp.headers["X-Nexe-Colocated"] = colocated
+        return resp
+
+    def open_object(self, req, device, partition, account, container, obj):
+        """-> an open descriptor of the object's data file, or an error Response."""
+        try:
+            policy = POLICIES.get_by_index(int(req.headers.get("X-Backend-Storage-Policy-Index", 0)))
+        except ValueError:
+            policy = None
+        if policy is None:
+            return text(400, "unknown storage policy")
+        try:
+            df = self.controller.get_diskfile(device, partition, account, container, obj,
+                                              policy=policy)
+        except DiskFileError as e:   # device not mounted (DiskFileDeviceUnavailable) and friends
+            return text(507, f"device {device} unavailable: {e}")
+        try:
+            with df.open():
+                meta = df.get_metadata()
+                if any(k.lower().startswith("x-object-sysmeta-crypto-") for k in meta):
+                    return text(409, f"/{account}/{container}/{obj} is stored encrypted; "
+                                     f"jobs read data files and need the encryption filter off")
+                size = int(meta.get("Content-Length", 0))
+                if size > self.max_input:
+                    return text(413, f"/{account}/{container}/{obj} is {size} bytes, more than "
+                                     f"zerovm_maxinput ({self.max_input})")
+                return os.open(df._data_file, os.O_RDONLY | os.O_CLOEXEC)
+        except DiskFileNotExist:
+            return text(404, f"/{account}/{container}/{obj} is not on device {device}")
+
+    def call_executor(self, header, payloads, fds):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The daemon enforces the job's own timeout; this one only catches a hung daemon.
+        sock.settimeout(header["timeout"] + 30)
+        try:
+            try:
+                sock.connect(self.socket_path)
+            except OSError as e:
+                return text(503, f"executor not reachable at {self.socket_path}: {e.strerror or e}"), []
+            protocol.send(sock, header, payloads, fds)
+            reply, outputs = protocol.Reader(sock).message()
+        except (OSError, protocol.ProtocolError) as e:
+            return text(503, f"executor failed: {e}"), []
+        finally:
+            sock.close()
+        status = reply.get("status")
+        if status == "busy":
+            return text(429, f"too many jobs: {reply.get('reason', '')}"), []
+        if status != "ok":
+            return text(400, f"executor refused the job: {reply.get('reason', status)}"), []
+        return reply, outputs
+
+
+def filter_factory(global_conf, **local_conf):
+    conf = dict(global_conf, **local_conf)
+
+    def factory(app):
+        return ObjectQueryMiddleware(app, conf)
+    return factory
