@@ -1,0 +1,59 @@
+"""Shared facts and evidence readers for the pxe scenario's tests.
+
+The tests run on the host: TFTP, HTTP, DHCP probes and QEMU clients go out
+of the provisioning network's bridge (which holds 10.89.62.1), the evidence
+is read inside the container through testinfra's ``host``.
+"""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+SERVER = "10.89.62.2"
+NETWORK_NAME = "zerolab-pxe-test"
+CONTAINER = "zerolab-pxe"
+ROOT = "/srv/pxe"
+
+
+@pytest.fixture(scope="session")
+def bridge():
+    """The host side of the provisioning network (podman names it podmanN)."""
+    out = subprocess.run(["podman", "network", "inspect", NETWORK_NAME],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)[0]["network_interface"]
+
+
+class Evidence:
+    """dnsmasq's journal and lighttpd's access log, read in the container."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def dnsmasq_log(self):
+        return self.host.run("journalctl -u dnsmasq --no-pager -o cat").stdout
+
+    def access_log(self):
+        return self.host.run(f"cat /var/log/lighttpd/access.log 2>/dev/null").stdout
+
+    def leased_ips(self, mac):
+        """Every address dnsmasq acknowledged to this MAC (firmware, then installer)."""
+        return set(re.findall(rf"DHCPACK\(\S+\) (\S+) {re.escape(mac)}", self.dnsmasq_log()))
+
+    def gets(self, ips, path_pattern, since_line=0):
+        """Access-log lines of GETs by these addresses whose path matches."""
+        lines = self.access_log().splitlines()[since_line:]
+        return [line for line in lines
+                if line.split(" ", 1)[0] in ips and re.search(rf'"GET {path_pattern} HTTP', line)]
+
+    def tftp_sent(self, ips, path_pattern):
+        """dnsmasq-tftp's 'sent <file> to <ip>' lines for these addresses."""
+        return [line for line in self.dnsmasq_log().splitlines()
+                if (m := re.search(r"sent (\S+) to (\S+)", line))
+                and m.group(2) in ips and re.search(path_pattern, m.group(1))]
+
+
+@pytest.fixture
+def evidence(host):
+    return Evidence(host)

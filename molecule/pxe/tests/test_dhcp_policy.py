@@ -1,0 +1,33 @@
+"""Which boot file dnsmasq hands to which firmware, probed with real DHCP packets."""
+
+import pytest
+
+from conftest import SERVER
+from zerolab.pxeclient import ARCH_ARM32_EFI, ARCH_BIOS, ARCH_EFI_X64, dhcp_probe
+
+UNKNOWN = "52:54:00:62:0f:0f"   # no policy
+
+
+@pytest.mark.parametrize("arch, user_class, mac, boot_file", [
+    (ARCH_BIOS, None, UNKNOWN, "pxelinux.0"),
+    (ARCH_BIOS, "iPXE", UNKNOWN, f"http://{SERVER}/boot.ipxe"),
+    (ARCH_BIOS, "iPXE", "52:54:00:62:00:01", "pxelinux.0"),   # policy: loader pxelinux
+    (ARCH_EFI_X64, None, UNKNOWN, "debian-installer/amd64/bootnetx64.efi"),
+    (ARCH_EFI_X64, "iPXE", UNKNOWN, f"http://{SERVER}/boot.ipxe"),
+])
+def test_each_firmware_gets_its_loader(bridge, arch, user_class, mac, boot_file):
+    offer = dhcp_probe(bridge, mac, arch, user_class)
+    assert offer is not None, "no DHCPOFFER"
+    assert offer["file"] == boot_file
+    assert offer["siaddr"] == SERVER
+    assert offer["yiaddr"].startswith("10.89.62.")
+    # dnsmasq sends an empty router option for "dhcp-option=option:router".
+    assert offer["options"].get(3, b"") == b"", "a router was offered although pxe_dhcp_router is empty"
+
+
+def test_unknown_architecture_gets_no_boot_file_and_others_are_still_served(bridge, host):
+    offer = dhcp_probe(bridge, UNKNOWN, ARCH_ARM32_EFI)
+    assert offer is None or offer["file"] == "", offer
+    assert host.service("dnsmasq").is_running
+    after = dhcp_probe(bridge, UNKNOWN, ARCH_BIOS)
+    assert after is not None and after["file"] == "pxelinux.0"
