@@ -10,9 +10,31 @@ ZEROLAB_IMAGE_NAME="${ZEROLAB_IMAGE_NAME:-localhost/zerolab-node}"
 export CONTAINERS_CONF="$ZEROLAB_ROOT/containers.conf"
 export PATH="$ZEROLAB_VENV/bin:$PATH"
 
-# One apt package cache for every lab container (mounted at
-# /var/cache/apt/archives), so a package is downloaded once per machine.
-ZEROLAB_APT_CACHE="${ZEROLAB_APT_CACHE:-/var/cache/zerolab/apt}"
+# One package cache for every lab container: apt-cacher-ng on the host, which
+# the node image's apt finds at host.containers.internal:3142.  A host without
+# an init system (CI) gets it started here.
+ZEROLAB_PACKAGE_CACHE="${ZEROLAB_PACKAGE_CACHE:-/var/cache/zerolab/apt-cacher-ng}"
+start_package_cache() {
+    if (exec 3<>/dev/tcp/127.0.0.1/3142) 2>/dev/null; then
+        return 0
+    fi
+    command -v apt-cacher-ng >/dev/null || die "apt-cacher-ng is missing: run scripts/bootstrap"
+    say "starting the package cache (apt-cacher-ng on port 3142, $ZEROLAB_PACKAGE_CACHE)"
+    install -d -o apt-cacher-ng -g apt-cacher-ng "$ZEROLAB_PACKAGE_CACHE"/{cache,log,run}
+    # Its own small configuration: no mirror remapping, so each request goes
+    # to the mirror the node asked for, which is the host's own.
+    cat > "$ZEROLAB_PACKAGE_CACHE/acng.conf" <<CONF
+CacheDir: $ZEROLAB_PACKAGE_CACHE/cache
+LogDir: $ZEROLAB_PACKAGE_CACHE/log
+SupportDir: /usr/lib/apt-cacher-ng
+Port: 3142
+PidFile: $ZEROLAB_PACKAGE_CACHE/run/pid
+SocketPath: $ZEROLAB_PACKAGE_CACHE/run/socket
+ExThreshold: 4
+CONF
+    su -s /bin/sh apt-cacher-ng -c "/usr/sbin/apt-cacher-ng -c $ZEROLAB_PACKAGE_CACHE ForeGround=0" \
+        || die "apt-cacher-ng did not start; see $ZEROLAB_PACKAGE_CACHE/log"
+}
 
 # Heavy work (a Molecule scenario, VMs) runs one at a time on a small machine.
 ZEROLAB_HEAVY_LOCK="${ZEROLAB_HEAVY_LOCK:-/tmp/zerolab-heavy.lock}"

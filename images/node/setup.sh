@@ -23,6 +23,10 @@ ExecStartPre=/usr/sbin/sshd -t
 UNIT
 systemctl enable ssh.service
 
+# The host's package cache, when there is one (see apt-proxy-detect).
+install -m 0755 /tmp/apt-proxy-detect /usr/local/sbin/zerolab-apt-proxy-detect
+echo 'Acquire::http::Proxy-Auto-Detect "/usr/local/sbin/zerolab-apt-proxy-detect";' > /etc/apt/apt.conf.d/01zerolab-proxy
+
 # Units that have nothing to do in a container and only slow the boot.
 systemctl mask systemd-udevd.service systemd-udev-trigger.service \
     systemd-modules-load.service sys-kernel-config.mount \
