@@ -235,3 +235,47 @@ def test_image_index_cache_is_shared_by_every_name_of_the_file(python_image, tmp
     finally:
         second.close()
     assert r.stdout == b"ok\n", r.exit_state
+
+
+def test_gather_and_scatter_with_empty_iovecs(executor, tmp_path):
+    # wasi-libc's stdio writes [buffered part, new part] and the first may be
+    # empty; an empty iovec must not end the list (regression: it did)
+    prog = tmp_path / "iov.wasm"
+    prog.write_bytes(wasmtime.wat2wasm('''
+      (module
+        (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 100) "hello")
+        (func (export "_start")
+          ;; read 6 bytes from stdin into 200..202 and 300..302 (iovecs at 0: empty, 3, 3)
+          (i32.store (i32.const 0) (i32.const 400)) (i32.store (i32.const 4) (i32.const 0))
+          (i32.store (i32.const 8) (i32.const 200)) (i32.store (i32.const 12) (i32.const 3))
+          (i32.store (i32.const 16) (i32.const 300)) (i32.store (i32.const 20) (i32.const 3))
+          (drop (call $r (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 500)))
+          ;; write: empty, "hello", the 3+3 bytes read
+          (i32.store (i32.const 8) (i32.const 100)) (i32.store (i32.const 12) (i32.const 5))
+          (i32.store (i32.const 24) (i32.const 200)) (i32.store (i32.const 28) (i32.const 3))
+          (i32.store (i32.const 32) (i32.const 300)) (i32.store (i32.const 36) (i32.const 3))
+          (drop (call $w (i32.const 1) (i32.const 0) (i32.const 2) (i32.const 500)))
+          (drop (call $w (i32.const 1) (i32.const 24) (i32.const 2) (i32.const 500)))))'''))
+    r = executor.run(job(prog, memory=1 << 20), stdin=b"abcdef")
+    assert (r.exit_code, r.stdout) == (OK, b"helloabcdef"), r.exit_state
+
+
+def test_nvram_channel_drives_args_env_mounts_and_terminals(executor, python_image, tmp_path):
+    # a manifest whose /dev/nvram says: run python -i, mount the image, stdin is a
+    # terminal (mode=char): the interactive interpreter reads, prompts and answers
+    from zerolab.sandbox import NVRAM
+    from zerolab.sandbox.manifest import Mount as M
+    nvram = tmp_path / "nvram.1"
+    nvram.write_text(NVRAM(args=["python", "-i"], env={"GREETING": "hi, there"},
+                           mounts=[M("/dev/1.python.tar", "/", "ro")],
+                           mapping={"/dev/stdin": "char", "/dev/stderr": "char"}).dumps())
+    m = job(f"{python_image}/bin/python", None, [
+        Channel(str(python_image), "/dev/1.python.tar", 3, 0, G, G, 0, 0),
+        Channel(str(nvram), "/dev/nvram", 3, 0, G, G, G, G)])
+    r = executor.run(m, stdin=b"import os; print(os.environ['GREETING'], os.isatty(0), os.isatty(1))\n")
+    assert r.exit_code == OK, r.exit_state
+    assert r.stdout == b"hi, there True False\n"
+    assert r.stderr.endswith(b">>> >>> \n")

@@ -181,10 +181,9 @@ class Run:
         for buf, length in zip(raw[0::2], raw[1::2]):
             self.check(buf, length)
             length = min(length, MAX_IO - total)
-            if length <= 0:
-                break
-            out.append((buf, length))
-            total += length
+            if length > 0:          # empty iovecs are legal (wasi-libc's stdio sends them)
+                out.append((buf, length))
+                total += length
         return out
 
     def scatter(self, iovs: list[tuple[int, int]], data: bytes) -> None:
