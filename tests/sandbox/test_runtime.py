@@ -279,3 +279,19 @@ def test_nvram_channel_drives_args_env_mounts_and_terminals(executor, python_ima
     assert r.exit_code == OK, r.exit_state
     assert r.stdout == b"hi, there True False\n"
     assert r.stderr.endswith(b">>> >>> \n")
+
+
+def test_module_cache_is_bounded_and_follows_file_changes(guests, tmp_path):
+    from zerolab.sandbox import Executor
+    ex = Executor(max_modules=2)
+    try:
+        prog = tmp_path / "p.wasm"
+        prog.write_bytes((guests / "hello.wasm").read_bytes())
+        assert ex.run(job(prog), stdin=b"").stdout == b"Hello, World!\n"
+        prog.write_bytes((guests / "cat.wasm").read_bytes())   # same path, new program
+        assert ex.run(job(prog), stdin=b"meow").stdout == b"meow"
+        for name in ("hello", "cat", "wordcount", "misbehave"):
+            ex.load_module(str(guests / f"{name}.wasm"))
+        assert len(ex._modules) == 2
+    finally:
+        ex.close()

@@ -123,7 +123,7 @@ class ProgramError(Exception):
 class Executor:
     """Runs jobs.  Thread-safe: several threads may call run() at once."""
 
-    def __init__(self, cache_dir: Optional[str] = None):
+    def __init__(self, cache_dir: Optional[str] = None, max_modules: int = 64):
         config = wasmtime.Config()
         config.epoch_interruption = True
         # A linear memory that never moves lets the host keep its base address.
@@ -132,6 +132,7 @@ class Executor:
         self.linker = wasmtime.Linker(self.engine)
         wasi.define(self.linker)
         self.cache_dir = cache_dir
+        self.max_modules = max_modules
         self._modules: dict[tuple, wasmtime.Module] = {}
         self._by_name: dict[str, tuple] = {}
         self._images: dict[tuple, tarfs.Image] = {}
@@ -187,6 +188,10 @@ class Executor:
         with self._lock:
             self._modules[key] = module
             self._by_name[program] = (host_path, stamp, module)
+            # A long-lived Executor sees many programs: keep the most recent ones.
+            while len(self._modules) > self.max_modules:
+                old = self._modules.pop(next(iter(self._modules)))
+                self._by_name = {k: v for k, v in self._by_name.items() if v[2] is not old}
         return module
 
     def _load_uncached(self, host_path: str, member: Optional[str], key: tuple, program: str):
