@@ -248,8 +248,12 @@ def parse_reply(packet: bytes) -> dict:
     }
 
 
-def dhcp_probe(bridge: str, mac: str, arch: int, user_class: str | None = None, timeout: float = 3.0) -> dict | None:
-    """Send one DISCOVER out of ``bridge``; the matching OFFER, or None if none came."""
+def dhcp_probe(bridge: str, mac: str, arch: int, user_class: str | None = None, timeout: float = 8.0) -> dict | None:
+    """Send one DISCOVER out of ``bridge``; the matching OFFER, or None if none came.
+
+    The timeout is generous: dnsmasq pings an address (about 3 s) before it
+    first offers it.
+    """
     xid = int.from_bytes(os.urandom(4), "big")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
