@@ -1,0 +1,69 @@
+"""The lab command's own behaviour that needs no running lab."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from zerolab import inventory, lab
+
+ROOT = inventory.DEFAULT_INVENTORY.parents[2]
+needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is installed by scripts/bootstrap")
+
+
+def _inventory_with(tmp_path, host, **changes):
+    data = yaml.safe_load(inventory.DEFAULT_INVENTORY.read_text())
+    for hosts in (g["hosts"] for g in data["all"]["children"].values()):
+        if host in hosts:
+            hosts[host].update(changes)
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@needs_podman
+def test_an_address_held_by_the_host_stops_up_naming_the_node(tmp_path):
+    broken = inventory.load(_inventory_with(tmp_path, "galera2", ansible_host="127.0.0.1"))
+    with pytest.raises(lab.LabError, match=r"galera2: address 127\.0\.0\.1 is already used by host interface lo"):
+        lab.check_addresses(broken)
+
+
+def _lab(*args):
+    return subprocess.run([str(ROOT / "scripts" / "lab"), *args], capture_output=True, text=True, timeout=120)
+
+
+@needs_podman
+def test_status_json_lists_every_inventory_node():
+    result = _lab("status", "--json")
+    assert result.returncode == 0, result.stderr
+    nodes = json.loads(result.stdout)
+    assert [n["name"] for n in nodes] == [m.name for m in inventory.load().machines]
+    assert all({"name", "groups", "address", "state"} <= set(n) for n in nodes)
+
+
+def test_ssh_to_an_unknown_node_is_one_line():
+    result = _lab("ssh", "nosuchnode", "--", "true")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "no machine named 'nosuchnode'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_malformed_inventory_stops_the_lab_command(tmp_path):
+    path = _inventory_with(tmp_path, "swift1", lab_memory="lots")
+    result = _lab("--inventory", str(path), "status")
+    assert result.returncode == 1
+    assert "host 'swift1': 'lab_memory' must be a positive whole number" in result.stderr
+
+
+def test_smoke_steps_are_the_tags_of_the_smoke_playbook():
+    assert "sandbox" in lab.smoke_steps()
+    assert lab.smoke_steps() <= set(lab.SMOKE_STEPS)
+
+
+def test_a_smoke_step_without_checks_fails_instead_of_passing():
+    timeline = lab.Timeline()
+    with pytest.raises(lab.LabError, match="smoke nothing: playbooks/smoke.yml has no checks for 'nothing'"):
+        timeline.run("smoke: nothing", lab._missing_step, "nothing")
+    assert timeline.rows[-1][:2] == ("smoke: nothing", "FAIL")
