@@ -132,6 +132,9 @@ class Daemon:
             else:
                 uri = payloads[spec["payload"]]
             channels.append(Channel(uri, alias, kind, 0, DEFAULT_LIMIT, limit, 0, 0))
+        if not any(c.alias == "/dev/stdin" for c in channels):
+            # Guests expect descriptors 0-2 (CPython refuses to start without them).
+            channels.append(Channel(b"", "/dev/stdin", SEQ_READ_SEQ_WRITE, 0, DEFAULT_LIMIT, DEFAULT_LIMIT, 0, 0))
         for spec in header.get("outputs", []):
             channels.append(Channel(None, spec["alias"], SEQ_READ_SEQ_WRITE, 1, 0, 0,
                                     DEFAULT_LIMIT, int(spec["limit"])))
@@ -141,6 +144,8 @@ class Daemon:
         env = {str(k): str(v) for k, v in header.get("env", {}).items()}
         report = self.executor.run(manifest, images=images, args=args, env=env)
         self.jobs += 1
+        if header.get("program_name"):   # name the program as the user did, not our cache file
+            report.exit_state = report.exit_state.replace(program, str(header["program_name"]))
         names = [s["alias"] for s in header.get("outputs", [])]
         data = [report.outputs.get(a, b"") for a in names]
         return {"status": "ok", "report": report_dict(report), "outputs": names}, data

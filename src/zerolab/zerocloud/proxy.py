@@ -293,6 +293,7 @@ class ProxyQueryMiddleware:
             header["program"] = {"payload": len(payloads) - 1}
         else:
             header["program"] = {"image": program.image, "path": program.path}
+        header["program_name"] = str(program)
         argv0 = inst.node.exec_name or inst.name
         header["args"] = [argv0] + inst.args
         local = inst.colocate
