@@ -54,3 +54,53 @@ podman_usable() {
     command -v podman >/dev/null 2>&1 || return 1
     podman info >/dev/null 2>&1
 }
+
+# libvirt's daemons for Vagrant's libvirt provider.  A host with systemd starts
+# them itself; a host without an init system (CI, containers) gets them
+# started here, and `stop_libvirt` stops only what this started.
+ZEROLAB_LIBVIRT_STARTED="$ZEROLAB_ROOT/.cache/lab/libvirt-started"
+has_init_system() { [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+start_libvirt() {
+    command -v libvirtd >/dev/null || die "libvirtd is missing: run scripts/bootstrap (as root)"
+    if has_init_system; then
+        systemctl start virtlogd.socket libvirtd.service \
+            || die "systemctl start libvirtd failed; see 'journalctl -u libvirtd'"
+        return 0
+    fi
+    local started=()
+    if ! pgrep -x virtlogd >/dev/null; then
+        is_root || die "virtlogd is not running and only root can start it: rerun as root"
+        virtlogd -d || die "virtlogd -d failed to start"
+        started+=(virtlogd)
+    fi
+    if ! pgrep -x libvirtd >/dev/null; then
+        is_root || die "libvirtd is not running and only root can start it: rerun as root"
+        libvirtd -d || die "libvirtd -d failed to start; run 'libvirtd' in a terminal to see why"
+        started+=(libvirtd)
+    fi
+    if [ "${#started[@]}" -gt 0 ]; then
+        say "started ${started[*]} (no init system here)"
+        mkdir -p "$(dirname "$ZEROLAB_LIBVIRT_STARTED")"
+        printf '%s\n' "${started[@]}" >> "$ZEROLAB_LIBVIRT_STARTED"
+    fi
+    local deadline=$((SECONDS + 30))
+    until virsh -c qemu:///system version >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || die "libvirtd does not answer on qemu:///system after 30 s"
+        sleep 0.5
+    done
+}
+stop_libvirt() {
+    [ -f "$ZEROLAB_LIBVIRT_STARTED" ] || return 0
+    if [ -n "$(virsh -c qemu:///system list --name 2>/dev/null | tr -d '[:space:]')" ]; then
+        say "libvirtd keeps running: it still has domains (virsh list)"
+        return 0
+    fi
+    local daemon pid
+    # libvirtd first: it holds virtlogd's log files open.
+    for daemon in libvirtd virtlogd; do
+        grep -qx "$daemon" "$ZEROLAB_LIBVIRT_STARTED" || continue
+        pid="$(cat "/run/$daemon.pid" 2>/dev/null)" || continue
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null && say "stopped $daemon (pid $pid)"
+    done
+    rm -f "$ZEROLAB_LIBVIRT_STARTED"
+}

@@ -5,6 +5,7 @@
     scripts/lab ssh NODE [-- CMD]  a shell on a node, or one command (its exit status is ours)
     scripts/lab smoke              the end-to-end smoke job, step by step
     scripts/lab down               remove the lab's containers and networks
+    ... up|status|down --vagrant   the same lab as Vagrant VMs (see vagrantlab.py)
 
 The default way runs one systemd container per inventory host on the
 project's own podman networks, at the host's inventory address, and reaches
@@ -263,6 +264,11 @@ def _missing_step(step):
 
 
 def up(args, lab):
+    if args.vagrant:
+        from . import vagrantlab
+        return vagrantlab.up(args, lab)
+    if args.nodes:
+        raise LabError(f"up: NODE names ({' '.join(args.nodes)}) are for --vagrant; the container lab is all nodes")
     timeline = Timeline()
     try:
         timeline.run("toolchain", check_tools)
@@ -280,6 +286,9 @@ def up(args, lab):
 
 
 def down(args, lab):
+    if args.vagrant:
+        from . import vagrantlab
+        return vagrantlab.down(args, lab)
     names = list(existing_containers())
     if names:
         podman("rm", "-f", "-t", "5", *names, step="down")
@@ -290,6 +299,9 @@ def down(args, lab):
 
 
 def status(args, lab):
+    if args.vagrant:
+        from . import vagrantlab
+        return vagrantlab.status(args, lab)
     containers = existing_containers()
     nodes = []
     for machine in lab.machines:
@@ -336,16 +348,21 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="action", required=True)
     up_parser = commands.add_parser("up", help="bring the lab up, converge site.yml, run the smoke job")
     up_parser.add_argument("--no-smoke", action="store_true", help="stop after the converge")
+    up_parser.add_argument("--vagrant", action="store_true", help="Vagrant VMs (libvirt) instead of containers")
+    up_parser.add_argument("nodes", nargs="*", metavar="NODE", help="with --vagrant: only these machines")
     up_parser.set_defaults(func=up)
     status_parser = commands.add_parser("status", help="each node's name, groups, address, state")
     status_parser.add_argument("--json", action="store_true")
+    status_parser.add_argument("--vagrant", action="store_true", help="the Vagrant VMs")
     status_parser.set_defaults(func=status)
     ssh_parser = commands.add_parser("ssh", help="a shell on NODE, or one command")
     ssh_parser.add_argument("node")
     ssh_parser.add_argument("command", nargs=argparse.REMAINDER)
     ssh_parser.set_defaults(func=ssh)
     commands.add_parser("smoke", help="run the smoke job").set_defaults(func=smoke_command)
-    commands.add_parser("down", help="remove the lab's containers and networks").set_defaults(func=down)
+    down_parser = commands.add_parser("down", help="remove the lab's containers and networks")
+    down_parser.add_argument("--vagrant", action="store_true", help="destroy the Vagrant VMs, their networks and volumes")
+    down_parser.set_defaults(func=down)
     args = parser.parse_args(argv)
     os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "containers.conf"))
     try:
@@ -360,4 +377,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As zerolab.lab, not __main__: one LabError for this module and vagrantlab.
+    from zerolab.lab import main as package_main
+    sys.exit(package_main())
