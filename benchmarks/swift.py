@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""zerocloud vs plain Swift, side by side in one run, against a live proxy.
+
+    python3 benchmarks/swift.py [--url http://127.0.0.1:8080] [--guests /opt/zerolab/guests]
+
+Run it on the Swift node (it needs the guest .wasm files) or anywhere the
+proxy and guests are reachable, e.g. in the Molecule container:
+    podman cp benchmarks/swift.py swift1:/tmp/ && podman exec swift1 python3 /tmp/swift.py
+
+Measures, with the standard library only:
+  1. GET of a 1 MB object   vs  an identity job (cat.wasm) returning it: p50 ratio
+  2. GET of a 10 MB text + a word count here  vs  a word count job next to it
+  3. small jobs per second (hello.wasm, several clients at once)
+Targets (issue 4): identity p50 <= 3x GET; >= 50 small jobs/s on 2 cores.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import statistics
+import threading
+import time
+import urllib.parse
+from collections import Counter
+
+
+class Client:
+    """One keep-alive connection, authenticated with tempauth."""
+
+    def __init__(self, url, user, key):
+        self.base = urllib.parse.urlsplit(url)
+        status, headers, _ = self.call("GET", "/auth/v1.0", headers={"X-Auth-User": user, "X-Auth-Key": key})
+        assert status == 200, f"auth failed: {status}"
+        self.token = headers["x-auth-token"]
+        self.path = urllib.parse.urlsplit(headers["x-storage-url"]).path
+        self.account = self.path.rsplit("/", 1)[-1]
+
+    def call(self, method, path, body=None, headers=None):
+        if not hasattr(self, "conn"):
+            self.conn = http.client.HTTPConnection(self.base.hostname, self.base.port or 80, timeout=120)
+        headers = dict(headers or {})
+        if hasattr(self, "token"):
+            headers["X-Auth-Token"] = self.token
+        self.conn.request(method, path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+    def put(self, name, data, ctype="application/octet-stream"):
+        status, _, body = self.call("PUT", f"{self.path}/{name}", data, {"Content-Type": ctype})
+        assert status in (201, 202), (name, status, body)
+
+    def get(self, name):
+        status, _, data = self.call("GET", f"{self.path}/{name}")
+        assert status == 200, (name, status)
+        return data
+
+    def job(self, nodes):
+        status, headers, data = self.call("POST", self.path, json.dumps(nodes).encode(),
+                                          {"X-Zerovm-Execute": "1.0", "Content-Type": "application/json"})
+        assert status == 200, (status, data[:300])
+        return data
+
+
+def timed(fn, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def wordcount(data):
+    counts = Counter(w.lower() for w in re.findall(rb"[A-Za-z0-9']+", data))
+    return b"".join(b"%s %d\n" % (w, n) for w, n in sorted(counts.items()))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--user", default="test:tester")
+    p.add_argument("--key", default="testing")
+    p.add_argument("--guests", default="/opt/zerolab/guests")
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--clients", type=int, default=4)
+    a = p.parse_args()
+
+    c = Client(a.url, a.user, a.key)
+    acct = c.account
+    c.put("bench", b"")
+    for g in ("cat", "wordcount", "hello"):
+        with open(os.path.join(a.guests, f"{g}.wasm"), "rb") as f:
+            c.put(f"bench/{g}.wasm", f.read(), "application/wasm")
+    rnd = random.Random(42)
+    one_mb = bytes(rnd.getrandbits(8) for _ in range(1 << 20))
+    c.put("bench/1mb.bin", one_mb)
+    words = [b"zero", b"cloud", b"swift", b"object", b"sandbox", b"wasm", b"data", b"node", b"job", b"ring"]
+    text = b" ".join(rnd.choice(words) + b"%d" % rnd.randrange(500) for _ in range(1_400_000))[:10 << 20]
+    c.put("bench/10mb.txt", text, "text/plain")
+
+    def node(name, prog, stdin=None, args=""):
+        devices = [{"name": "stdout"}]
+        if stdin:
+            devices.insert(0, {"name": "stdin", "path": f"swift://{acct}/bench/{stdin}"})
+        return [{"name": name, "exec": {"path": f"swift://{acct}/bench/{prog}.wasm", "args": args},
+                 "devices": devices}]
+
+    # correctness first: a benchmark of wrong answers is worthless
+    assert c.job(node("id", "cat", "1mb.bin")) == one_mb
+    assert c.job(node("wc", "wordcount", "10mb.txt")) == wordcount(text)
+    assert c.job(node("hello", "hello")).strip()
+
+    rows = []
+    get1 = timed(lambda: c.get("bench/1mb.bin"), a.runs)
+    job1 = timed(lambda: c.job(node("id", "cat", "1mb.bin")), a.runs)
+    rows.append(("1 MB: GET", statistics.median(get1), None))
+    rows.append(("1 MB: identity job (cat.wasm)", statistics.median(job1), statistics.median(job1) / statistics.median(get1)))
+
+    n10 = max(3, a.runs // 6)
+    get10 = timed(lambda: wordcount(c.get("bench/10mb.txt")), n10)
+    job10 = timed(lambda: c.job(node("wc", "wordcount", "10mb.txt")), n10)
+    rows.append(("10 MB: GET + word count here", statistics.median(get10), None))
+    rows.append(("10 MB: word count job", statistics.median(job10), statistics.median(job10) / statistics.median(get10)))
+
+    done = []
+    stop = time.perf_counter() + a.seconds
+
+    def worker():
+        w = Client(a.url, a.user, a.key)
+        n = 0
+        while time.perf_counter() < stop:
+            w.job(node("hello", "hello"))
+            n += 1
+        done.append(n)
+
+    threads = [threading.Thread(target=worker) for _ in range(a.clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rate = sum(done) / (time.perf_counter() - t0)
+
+    print(f"{'measurement':34} {'p50 ms':>9} {'ratio':>7}")
+    for name, sec, ratio in rows:
+        print(f"{name:34} {sec * 1000:9.1f} {('%.2fx' % ratio) if ratio else '':>7}")
+    print(f"{'small jobs (hello.wasm), ' + str(a.clients) + ' clients':34} {rate:9.1f} jobs/s")
+    ident = rows[1][2]
+    print(f"\ntargets: identity p50 <= 3x GET: {'met' if ident <= 3 else 'MISSED'} ({ident:.2f}x); "
+          f">= 50 small jobs/s: {'met' if rate >= 50 else 'MISSED'} ({rate:.0f}/s)")
+
+
+if __name__ == "__main__":
+    main()
