@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from urllib.parse import unquote
 
 from swift.common.storage_policy import POLICIES
 from swift.common.swob import Request, Response
@@ -78,7 +79,8 @@ class ObjectQueryMiddleware:
 
     def execute(self, req: Request) -> Response:
         try:
-            device, partition, account, container, obj = split_path(req.path, 3, 5, True)
+            # As the object server itself does: names arrive quoted.
+            device, partition, account, container, obj = split_path(unquote(req.path), 3, 5, True)
         except ValueError:
             return text(400, f"bad EXECUTE path {req.path}")
         length = req.content_length
