@@ -98,7 +98,7 @@ def test_per_mac_policies_reach_every_loader(host):
     ipxe = http_get("boot.ipxe")
     assert "iseq ${netX/mac} 52:54:00:62:00:02 && goto policy-2" in ipxe
     grub = host.file(f"{ROOT}/debian-installer/amd64/grub/grub.cfg").content_string
-    uefi = grub.split('"52:54:00:62:00:03"', 1)[1].split("fi\n", 1)[0]
+    uefi = grub.split('"52:54:00:62:00:03"', 1)[1].split("\nfi\n", 1)[0]
     assert "preseed/lab.cfg" in uefi and "netcfg/get_hostname=uefi" in uefi
 
 
