@@ -34,6 +34,8 @@ DOMAIN_PREFIX = "zerolab_"
 HOST_RESERVE_MIB = 512
 # Variables that Vagrant's own inventory sets (see the Vagrantfile).
 VAGRANT_OWNED = ("ansible_host", "ansible_user", "ansible_become", "ansible_port")
+# The VMs' facts apart from the containers' (same host names, other machines).
+FACT_CACHE = ROOT / ".cache" / "ansible-facts-vagrant"
 
 
 def box_name():
@@ -43,7 +45,8 @@ def box_name():
 def vagrant_env(names, lab):
     env = dict(os.environ, ZEROLAB_BOX=box_name(), VAGRANT_DEFAULT_PROVIDER=PROVIDER,
                ZEROLAB_LIMIT=",".join(names), ZEROLAB_PROVISION_FROM=names[-1], ZEROLAB_PARALLEL="1",
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
     return env
 
@@ -242,7 +245,8 @@ def write_inventory(names, lab):
 
 
 def smoke(inventory_path, step):
-    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
     log = STATE / f"vagrant-smoke-{step}.log"
     with open(log, "w") as out:
         result = subprocess.run(["ansible-playbook", "-i", str(inventory_path), str(ROOT / "playbooks" / "smoke.yml"),
