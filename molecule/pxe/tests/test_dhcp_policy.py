@@ -31,3 +31,8 @@ def test_unknown_architecture_gets_no_boot_file_and_others_are_still_served(brid
     assert host.service("dnsmasq").is_running
     after = dhcp_probe(bridge, UNKNOWN, ARCH_BIOS)
     assert after is not None and after["file"] == "pxelinux.0"
+
+
+def test_a_policy_with_a_fixed_address_gets_it(bridge):
+    offer = dhcp_probe(bridge, "52:54:00:62:01:01", ARCH_BIOS, "iPXE")
+    assert offer is not None and offer["yiaddr"] == "10.89.62.51"
