@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from urllib.parse import quote
 
-from eventlet import GreenPool, Timeout
+from eventlet import GreenPool, Timeout, spawn
 from swift.common.bufferedhttp import http_connect
 from swift.common.exceptions import ConnectionTimeout
 from swift.common.http import is_success
@@ -287,6 +287,9 @@ class ProxyQueryMiddleware:
         payloads: list[bytes] = []
         header: dict = {"op": "run", "timeout": self.timeout, "memory": self.max_memory,
                         "env": inst.node.env, "inputs": [], "outputs": [], "images": []}
+        local = inst.colocate
+        # The input's HEAD runs while the program is checked: two round trips at once.
+        local_head = spawn(self.check_readable, req, local.path, where) if local is not None else None
         program = inst.node.program
         if program.swift is not None:
             payloads.append(self.program(req, program.swift, where))
@@ -296,14 +299,13 @@ class ProxyQueryMiddleware:
         header["program_name"] = str(program)
         argv0 = inst.node.exec_name or inst.name
         header["args"] = [argv0] + inst.args
-        local = inst.colocate
         target = None
         for dev in inst.readable():
             if dev.data is not None:
                 payloads.append(dev.data)
                 header["inputs"].append({"alias": dev.alias, "payload": len(payloads) - 1})
             elif dev is local:
-                head = self.check_readable(req, dev.path, where)
+                head = local_head.wait()
                 size = head.content_length or 0
                 if size > self.max_input:
                     raise JobError(413, f"{where}: {dev.path} is {size} bytes, more than zerovm_maxinput ({self.max_input})")
