@@ -33,6 +33,7 @@ from . import inventory
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".cache" / "lab"
 SSH_KEY = STATE / "id_ed25519"
+FACT_CACHE = ROOT / ".cache" / "ansible-facts"   # fact_caching_connection in ansible.cfg
 LABEL = "org.zerolab.lab"
 LAB_NETWORK = "zerolab"
 PROVISIONING_NETWORK = "zerolab-provisioning"
@@ -178,9 +179,11 @@ def start_containers(lab, image):
         else:
             args = ["run", "-d", "--name", name, "--hostname", machine.name, "--label", f"{LABEL}=1",
                     "--systemd=always", "--memory", f"{machine.memory}m",
-                    "--network", f"{LAB_NETWORK}:ip={machine.address}"]
+                    # Fixed interface names: podman does not promise an order.
+                    "--network", f"{LAB_NETWORK}:ip={machine.address},interface_name=eth0"]
             if machine.vars.get("lab_provisioning_address"):
-                args += ["--network", f"{PROVISIONING_NETWORK}:ip={machine.vars['lab_provisioning_address']}"]
+                args += ["--network",
+                         f"{PROVISIONING_NETWORK}:ip={machine.vars['lab_provisioning_address']},interface_name=eth1"]
             for capability in machine.vars.get("lab_container_capabilities", []):
                 args += ["--cap-add", capability]
             podman(*args, image, "/sbin/init", step=f"{machine.name}: create container")
@@ -294,6 +297,9 @@ def down(args, lab):
         podman("rm", "-f", "-t", "5", *names, step="down")
     for network in (PROVISIONING_NETWORK, LAB_NETWORK):
         podman("network", "rm", "-f", network, check=False)
+    # Facts cached for these machines describe containers that are gone.
+    for machine in lab.machines:
+        (FACT_CACHE / machine.name).unlink(missing_ok=True)
     print(f"removed {len(names)} containers and the lab networks")
     return 0
 
@@ -330,7 +336,8 @@ def ssh(args, lab):
     machine = lab.machine(args.node)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     argv = ssh_argv(lab, machine, tty=not command and sys.stdin.isatty())
-    return subprocess.call([*argv, *([shlex.join(command)] if command else [])])
+    # Like ssh itself: the words are joined into one remote shell command.
+    return subprocess.call([*argv, *([" ".join(command)] if command else [])])
 
 
 def smoke_command(args, lab):

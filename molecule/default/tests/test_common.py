@@ -42,3 +42,7 @@ def test_systemd_is_the_init_and_healthy(host):
     assert state in {"running", "degraded"}, state
     failed = host.run("systemctl --failed --no-legend --plain").stdout.strip()
     assert failed == "", failed
+
+
+def test_admin_user_lingers(host):
+    assert host.file("/var/lib/systemd/linger/zerolab").exists
