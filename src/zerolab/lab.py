@@ -309,14 +309,19 @@ def status(args, lab):
         from . import vagrantlab
         return vagrantlab.status(args, lab)
     containers = existing_containers()
+    states = {m.name: containers[container_name(m)]["State"] for m in lab.machines if container_name(m) in containers}
+    return print_status(lab, states, args.json)
+
+
+def print_status(lab, states, as_json):
+    """Each node's name, groups, address and state (from `states`, by name)."""
     nodes = []
     for machine in lab.machines:
-        found = containers.get(container_name(machine))
-        state = found["State"] if found else "absent"
+        state = states.get(machine.name) or "absent"
         if state == "running":
             state = "running, ssh ok" if _ssh_port_open(machine.address) else "running, no ssh"
         nodes.append({"name": machine.name, "groups": machine.groups, "address": machine.address, "state": state})
-    if args.json:
+    if as_json:
         print(json.dumps(nodes, indent=2))
     else:
         for node in nodes:

@@ -298,7 +298,6 @@ def cleanup_libvirt():
 
 
 def status(args, lab):
-    nodes = []
     states = {}
     if shutil.which("vagrant"):
         try:
@@ -306,14 +305,4 @@ def status(args, lab):
         except subprocess.CalledProcessError:
             print("status: `vagrant status` failed; run it to see why", file=sys.stderr)
             return 1
-    for machine in lab.machines:
-        state = states.get(machine.name, "absent") or "absent"
-        if state == "running":
-            state = "running, ssh ok" if labcmd._ssh_port_open(machine.address) else "running, no ssh"
-        nodes.append({"name": machine.name, "groups": machine.groups, "address": machine.address, "state": state})
-    if args.json:
-        print(json.dumps(nodes, indent=2))
-    else:
-        for node in nodes:
-            print(f"{node['name']:10} {node['address']:15} {','.join(node['groups']):10} {node['state']}")
-    return 0
+    return labcmd.print_status(lab, states, args.json)
