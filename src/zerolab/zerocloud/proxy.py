@@ -89,6 +89,17 @@ def header_value(value: str) -> str:
     return " ".join(str(value).split()).replace(",", ";")
 
 
+
+def raise_for_read(resp, method: str, path: SwiftPath, what: str) -> None:
+    """A failed read of a job's object, as the 4xx (or 503) the caller gets."""
+    if resp.status_int in (401, 403):
+        raise JobError(resp.status_int, f"{what}: not allowed to read {path} ({resp.status})")
+    if resp.status_int == 404:
+        raise JobError(404, f"{what}: {path} not found")
+    if not is_success(resp.status_int):
+        raise JobError(resp.status_int if resp.status_int < 500 else 503,
+                       f"{what}: {method} {path} failed: {resp.status}")
+
 class Result:
     """What happened to one instance."""
 
@@ -195,25 +206,14 @@ class ProxyQueryMiddleware:
 
     def check_readable(self, req: Request, path: SwiftPath, what: str):
         resp = self.sub(req, "HEAD", path)
-        if resp.status_int in (401, 403):
-            raise JobError(resp.status_int, f"{what}: not allowed to read {path} ({resp.status})")
-        if resp.status_int == 404:
-            raise JobError(404, f"{what}: {path} not found")
-        if not is_success(resp.status_int):
-            raise JobError(resp.status_int if resp.status_int < 500 else 503,
-                           f"{what}: HEAD {path} failed: {resp.status}")
+        raise_for_read(resp, "HEAD", path, what)
         if any(h in resp.headers for h in ("X-Static-Large-Object", "X-Object-Manifest", "Content-Location")):
             raise JobError(400, f"{what}: {path} is a large object or symlink; jobs read plain objects")
         return resp
 
     def fetch(self, req: Request, path: SwiftPath, what: str, limit: int) -> bytes:
         resp = self.sub(req, "GET", path)
-        if resp.status_int in (401, 403):
-            raise JobError(resp.status_int, f"{what}: not allowed to read {path} ({resp.status})")
-        if resp.status_int == 404:
-            raise JobError(404, f"{what}: {path} not found")
-        if not is_success(resp.status_int):
-            raise JobError(503, f"{what}: GET {path} failed: {resp.status}")
+        raise_for_read(resp, "GET", path, what)
         if resp.content_length is not None and resp.content_length > limit:
             raise JobError(413, f"{what}: {path} is {resp.content_length} bytes, more than the limit of {limit}")
         return resp.body
