@@ -1,5 +1,6 @@
 """The Vagrant lab's pre-flight checks: bad input is one line, before any VM starts."""
 
+import json
 import re
 import shutil
 
@@ -42,3 +43,42 @@ def test_unknown_node_is_refused():
 def test_missing_box_says_how_to_get_it():
     with pytest.raises(LabError, match=r"^box: 'zerolab/no-such-box' is not installed .*vagrant box add"):
         vagrantlab.check_box("zerolab/no-such-box")
+
+
+def test_missing_vagrant_is_named_with_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LabError, match=r"^provider: vagrant is missing \(vagrant\): run scripts/bootstrap"):
+        vagrantlab.check_provider()
+
+
+def fake_host_addresses(monkeypatch, ifname, address):
+    """`ip -j address` as a host with one more interface would print it; no libvirt, no podman lab."""
+    listing = [{"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1"}]},
+               {"ifname": ifname, "addr_info": [{"family": "inet", "local": address}]}]
+
+    class Printed:
+        stdout = json.dumps(listing)
+
+    monkeypatch.setattr(vagrantlab.labcmd, "run", lambda argv, **_: Printed())
+    monkeypatch.setattr(vagrantlab.labcmd, "_which", lambda tool: False)
+    monkeypatch.setattr(vagrantlab, "libvirt_bridges", lambda: set())
+
+
+def test_an_address_held_by_the_host_is_named(monkeypatch):
+    lab = inventory.load()
+    fake_host_addresses(monkeypatch, "eth7", "192.168.56.10")
+    with pytest.raises(LabError, match=r"^addresses: sandbox1's address 192.168.56.10 is held by host interface eth7"):
+        vagrantlab.check_addresses(lab, lab.machines)
+
+
+def test_a_subnet_in_use_on_the_host_is_named(monkeypatch):
+    lab = inventory.load()
+    fake_host_addresses(monkeypatch, "br-other", "192.168.56.200")
+    with pytest.raises(LabError, match=r"^addresses: 192.168.56.0/24 is already used by host interface br-other"):
+        vagrantlab.check_addresses(lab, lab.machines)
+
+
+def test_free_addresses_pass(monkeypatch):
+    lab = inventory.load()
+    fake_host_addresses(monkeypatch, "eth0", "10.0.2.15")
+    assert vagrantlab.check_addresses(lab, lab.machines) == f"{len(lab.machines)} addresses free"
