@@ -3,7 +3,8 @@
     python -m zerolab.pxeboot --network zerolab-provisioning --mac 52:54:00:57:00:10 [--firmware bios] [--seconds 300]
 
 It attaches a QEMU machine (see zerolab.pxeclient) to the bridge of the given
-podman network and keeps it running until it is stopped (SIGTERM) or the
+network (the container lab's podman network, or the Vagrant lab's libvirt
+network of that name) and keeps it running until it is stopped (SIGTERM) or the
 time is up; whoever watches the PXE server's logs decides when the boot has
 gone far enough.  The serial console stays in the artifacts folder.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,15 +23,23 @@ from .pxeclient import FIRMWARES, PxeClient
 
 
 def bridge_of(network: str) -> str:
-    result = subprocess.run(["podman", "network", "inspect", network], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"pxeboot: no podman network '{network}': is the lab up? (scripts/lab status)")
-    return json.loads(result.stdout)[0]["network_interface"]
+    """The host bridge behind a podman network or, under Vagrant, a libvirt network."""
+    if shutil.which("podman"):
+        podman = subprocess.run(["podman", "network", "inspect", network], capture_output=True, text=True)
+        if podman.returncode == 0:
+            return json.loads(podman.stdout)[0]["network_interface"]
+    if shutil.which("virsh"):
+        libvirt = subprocess.run(["virsh", "-c", "qemu:///system", "net-info", network], capture_output=True, text=True)
+        for line in libvirt.stdout.splitlines() if libvirt.returncode == 0 else []:
+            if line.startswith("Bridge:"):
+                return line.split()[1]
+    raise SystemExit(f"pxeboot: no podman or libvirt network '{network}': is the lab up? "
+                     "(scripts/lab status, or scripts/lab status --vagrant)")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--network", required=True, help="podman network of the provisioning side")
+    parser.add_argument("--network", required=True, help="podman or libvirt network of the provisioning side")
     parser.add_argument("--mac", required=True)
     parser.add_argument("--name", default="smoke-client")
     parser.add_argument("--firmware", choices=FIRMWARES, default="bios")
