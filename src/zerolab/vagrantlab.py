@@ -44,7 +44,7 @@ def box_name():
 
 def vagrant_env(names, lab):
     env = dict(os.environ, ZEROLAB_BOX=box_name(), VAGRANT_DEFAULT_PROVIDER=PROVIDER,
-               ZEROLAB_LIMIT=",".join(names), ZEROLAB_PROVISION_FROM=names[-1], ZEROLAB_PARALLEL="1",
+               ZEROLAB_LIMIT=",".join(names), ZEROLAB_PROVISION_FROM=names[-1],
                ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
                ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
@@ -264,9 +264,15 @@ def down(args, lab):
         try:
             vagrant_handle(names, lab).destroy()
         except subprocess.CalledProcessError:
-            raise labcmd.LabError("down: `vagrant destroy` failed (its message is above); "
-                                  "look with `virsh list --all`") from None
+            # A VM that an interrupted `up` left half made trips Vagrant; libvirt
+            # itself can still remove it, which cleanup_libvirt does next.
+            print("down: `vagrant destroy` failed (its message is above); removing the lab's VMs with virsh",
+                  file=sys.stderr)
     leftovers = cleanup_libvirt()
+    remaining = [d for d in virsh("list", "--all", "--name").stdout.split() if d.startswith(DOMAIN_PREFIX)]
+    if remaining:
+        raise labcmd.LabError(f"down: {', '.join(remaining)} could not be removed; look with `virsh list --all`")
+    shutil.rmtree(ROOT / ".vagrant" / "machines", ignore_errors=True)
     lib_sh("stop_libvirt", "down")
     print(f"destroyed the Vagrant lab{'; also removed ' + ', '.join(leftovers) if leftovers else ''}")
     return 0
