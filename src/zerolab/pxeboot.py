@@ -20,6 +20,7 @@ import sys
 import time
 
 from .pxeclient import FIRMWARES, PxeClient
+from .vagrantlab import libvirt_bridge
 
 
 def bridge_of(network: str) -> str:
@@ -29,10 +30,9 @@ def bridge_of(network: str) -> str:
         if podman.returncode == 0:
             return json.loads(podman.stdout)[0]["network_interface"]
     if shutil.which("virsh"):
-        libvirt = subprocess.run(["virsh", "-c", "qemu:///system", "net-info", network], capture_output=True, text=True)
-        for line in libvirt.stdout.splitlines() if libvirt.returncode == 0 else []:
-            if line.startswith("Bridge:"):
-                return line.split()[1]
+        bridge = libvirt_bridge(network)
+        if bridge:
+            return bridge
     raise SystemExit(f"pxeboot: no podman or libvirt network '{network}': is the lab up? "
                      "(scripts/lab status, or scripts/lab status --vagrant)")
 

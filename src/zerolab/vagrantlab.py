@@ -102,14 +102,20 @@ def check_box(box):
     return box
 
 
+def libvirt_bridge(network):
+    """The host bridge of a libvirt network, or None when there is no such network."""
+    for line in virsh("net-info", network).stdout.splitlines():
+        if line.startswith("Bridge:"):
+            return line.split()[1]
+    return None
+
+
 def libvirt_bridges():
-    bridges = set()
-    for network in NETWORKS:
-        found = virsh("net-info", network)
-        for line in found.stdout.splitlines():
-            if line.startswith("Bridge:"):
-                bridges.add(line.split()[1])
-    return bridges
+    return {bridge for bridge in map(libvirt_bridge, NETWORKS) if bridge}
+
+
+def lab_domains():
+    return [d for d in virsh("list", "--all", "--name").stdout.split() if d.startswith(DOMAIN_PREFIX)]
 
 
 def check_addresses(lab, machines):
@@ -269,7 +275,7 @@ def down(args, lab):
             print("down: `vagrant destroy` failed (its message is above); removing the lab's VMs with virsh",
                   file=sys.stderr)
     leftovers = cleanup_libvirt()
-    remaining = [d for d in virsh("list", "--all", "--name").stdout.split() if d.startswith(DOMAIN_PREFIX)]
+    remaining = lab_domains()
     if remaining:
         raise labcmd.LabError(f"down: {', '.join(remaining)} could not be removed; look with `virsh list --all`")
     shutil.rmtree(ROOT / ".vagrant" / "machines", ignore_errors=True)
@@ -283,11 +289,10 @@ def cleanup_libvirt():
     removed = []
     if virsh("version").returncode != 0:
         return removed
-    for domain in virsh("list", "--all", "--name").stdout.split():
-        if domain.startswith(DOMAIN_PREFIX):
-            virsh("destroy", domain)
-            virsh("undefine", domain, "--remove-all-storage")
-            removed.append(f"domain {domain}")
+    for domain in lab_domains():
+        virsh("destroy", domain)
+        virsh("undefine", domain, "--remove-all-storage")
+        removed.append(f"domain {domain}")
     for network in NETWORKS:
         if virsh("net-info", network).returncode == 0:
             virsh("net-destroy", network)

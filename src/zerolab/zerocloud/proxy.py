@@ -89,7 +89,6 @@ def header_value(value: str) -> str:
     return " ".join(str(value).split()).replace(",", ";")
 
 
-
 def raise_for_read(resp, method: str, path: SwiftPath, what: str) -> None:
     """A failed read of a job's object, as the 4xx (or 503) the caller gets."""
     if resp.status_int in (401, 403):
@@ -99,6 +98,7 @@ def raise_for_read(resp, method: str, path: SwiftPath, what: str) -> None:
     if not is_success(resp.status_int):
         raise JobError(resp.status_int if resp.status_int < 500 else 503,
                        f"{what}: {method} {path} failed: {resp.status}")
+
 
 class Result:
     """What happened to one instance."""
