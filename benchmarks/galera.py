@@ -32,7 +32,6 @@ SUBNET = "10.89.62.0/24"
 NODES = {"bench-galera1": "10.89.62.11", "bench-galera2": "10.89.62.12", "bench-galera3": "10.89.62.13"}
 STANDALONE = ("bench-standalone", "10.89.62.20")
 CLIENT = ("bench-client", "10.89.62.30")
-APT_CACHE = os.environ.get("ZEROLAB_APT_CACHE", "/var/cache/zerolab/apt")
 DB_PASSWORD = "bench-only-password"
 WORKLOAD = ROOT / "molecule" / "galera" / "workload.py"
 
@@ -80,7 +79,7 @@ def create():
     sh("podman", "network", "create", "--subnet", SUBNET, NETWORK, capture=True)
     for name, address in [*NODES.items(), STANDALONE, CLIENT]:
         sh("podman", "run", "-d", "--name", name, "--hostname", name, "--network", NETWORK, "--ip", address,
-           "--systemd=always", "-v", f"{APT_CACHE}:/var/cache/apt/archives", IMAGE, "/sbin/init", capture=True)
+           "--systemd=always", IMAGE, "/sbin/init", capture=True)
     for name in [*NODES, STANDALONE[0], CLIENT[0]]:
         in_node(name, "systemctl is-system-running --wait >/dev/null || true")
 
