@@ -85,6 +85,10 @@ class Image:
             os.close(self._fd)
             self._fd = None
 
+    def __del__(self) -> None:
+        # An image dropped from a bounded cache closes its file once no job uses it.
+        self.close()
+
     def lookup(self, path: str) -> Optional[Node]:
         """Finds a member by path (relative to the image root), following symlinks."""
         return resolve(self.root, path)
@@ -176,11 +180,17 @@ def _mkdirs(root: Dir, path: str) -> Dir:
     return d
 
 
-def resolve(root: Dir, path: str, follow_last: bool = True, depth: int = 0) -> Optional[Node]:
+# Symlinks followed in one lookup, all levels together (Linux's own limit).  A
+# budget per lookup, not a depth: links that each name several other links
+# would otherwise make a few bytes of tar cost exponential time in one call.
+MAX_SYMLINKS = 40
+
+
+def resolve(root: Dir, path: str, follow_last: bool = True, budget: Optional[list[int]] = None) -> Optional[Node]:
     """Walks ``path`` (relative to root; '..' cannot climb above root) following symlinks.
-    Returns None when any component is missing."""
-    if depth > 32:
-        return None
+    Returns None when any component is missing, or after MAX_SYMLINKS links."""
+    if budget is None:
+        budget = [MAX_SYMLINKS]
     stack: list[Dir] = [root]
     parts = [p for p in path.split("/") if p and p != "."]
     for i, part in enumerate(parts):
@@ -193,9 +203,12 @@ def resolve(root: Dir, path: str, follow_last: bool = True, depth: int = 0) -> O
             return None
         last = i == len(parts) - 1
         if isinstance(node, Symlink) and (follow_last or not last):
+            budget[0] -= 1
+            if budget[0] < 0:
+                return None
             here = "/".join(_names(stack))
             target = node.target if node.target.startswith("/") else posixpath.join(here, node.target)
-            node = resolve(root, target, True, depth + 1)
+            node = resolve(root, target, True, budget)
             if node is None:
                 return None
         if last:

@@ -33,7 +33,8 @@ from . import tarfs
 from .manifest import Channel
 
 # ---------------------------------------------------------------- constants
-ESUCCESS, E2BIG, EACCES, EBADF, EDQUOT, EEXIST, EFAULT = 0, 1, 2, 8, 19, 20, 21
+ESUCCESS, E2BIG, EACCES, EBADF, EDQUOT, EEXIST, EFAULT, EFBIG = 0, 1, 2, 8, 19, 20, 21, 22
+EMFILE = 33
 EINVAL, EIO, EISDIR, ELOOP, ENAMETOOLONG, ENOENT, ENOSYS = 28, 29, 31, 32, 37, 44, 52
 ENOTDIR, ENOTEMPTY, ENOTSUP, EPERM, EROFS, ESPIPE, ENOTCAPABLE = 54, 55, 58, 63, 69, 70, 76
 
@@ -54,10 +55,30 @@ LIMIT_NAMES = ("gets", "get_size", "puts", "put_size")
 # One call moves at most this much (a short read/write, which POSIX allows), so a
 # guest asking for a 4 GiB read cannot make the host allocate 4 GiB at once.
 MAX_IO = 16 << 20
+# Everything else a guest can size in one call is bounded too, with the errno
+# POSIX gives: so many iovecs (Linux's IOV_MAX), a path this long (PATH_MAX),
+# this many poll subscriptions.  Without these a single call could make the
+# host unpack gigabytes or loop for minutes inside one host call.
+IOV_MAX = 1024
+PATH_MAX = 4096
+MAX_OPEN_FILES = 1024
+MAX_SUBSCRIPTIONS = 4096
+MAX_RANDOM = MAX_IO
+
+U32 = 0xFFFFFFFF
+U64 = 0xFFFFFFFFFFFFFFFF
 
 
 class Fault(Exception):
     """A guest pointer outside its memory: the call returns EFAULT."""
+
+
+class Errno(Exception):
+    """A call refused before it touched anything: the call returns ``code``."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
 
 
 class GuestExit(Exception):
@@ -130,7 +151,6 @@ class Run:
         self.clock = 0
         self._seed = seed
         self._rand_counter = 0
-        self._rand_buf = b""
         self.quota_hit: Optional[str] = None
         self.exit_status: Optional[int] = None   # set by proc_exit
         self.memory: Optional[wasmtime.Memory] = None
@@ -148,8 +168,16 @@ class Run:
         self.mem_len = memory.data_len(store)
 
     def check(self, ptr: int, n: int) -> int:
+        """The host address of guest bytes [ptr, ptr + n), or Fault.  The one
+        place where a guest offset becomes a host address: both numbers must
+        be unsigned 32-bit (wasmtime hands i32s to Python signed, so a
+        "negative" pointer would otherwise reach below the guest's memory)."""
+        if not (0 <= ptr <= U32 and 0 <= n <= U32):
+            raise Fault()
         end = ptr + n
         if end > self.mem_len:
+            if self.memory is None:
+                raise Fault()
             self.mem_len = self.memory.data_len(self.store)
             if end > self.mem_len:
                 raise Fault()
@@ -173,9 +201,12 @@ class Run:
 
     def iovecs(self, ptr: int, count: int) -> list[tuple[int, int]]:
         """The (buffer, length) pairs, each checked to lie inside guest memory
-        (before any IO happens), cut to MAX_IO bytes in total."""
+        (before any IO happens), cut to MAX_IO bytes in total.  At most IOV_MAX
+        of them (EINVAL beyond, as writev says), so the array is small."""
         if count == 0:
             return []
+        if count > IOV_MAX:
+            raise Errno(EINVAL)
         raw = struct.unpack("<%dI" % (2 * count), self.read(ptr, 8 * count))
         out, total = [], 0
         for buf, length in zip(raw[0::2], raw[1::2]):
@@ -185,6 +216,12 @@ class Run:
                 out.append((buf, length))
                 total += length
         return out
+
+    def path(self, ptr: int, n: int) -> str:
+        """A path argument: at most PATH_MAX bytes (ENAMETOOLONG beyond)."""
+        if n > PATH_MAX:
+            raise Errno(ENAMETOOLONG)
+        return self.read(ptr, n).decode("utf-8", "replace")
 
     def scatter(self, iovs: list[tuple[int, int]], data: bytes) -> None:
         off = 0
@@ -206,13 +243,10 @@ class Run:
         return self.clock
 
     def random(self, n: int) -> bytes:
-        # SHA-256 in counter mode over a seed derived from the job: reproducible
-        # and independent of the host.
-        while len(self._rand_buf) < n:
-            block = hashlib.sha256(self._seed + self._rand_counter.to_bytes(8, "little")).digest()
-            self._rand_buf += block
-            self._rand_counter += 1
-        out, self._rand_buf = self._rand_buf[:n], self._rand_buf[n:]
+        # SHAKE-256 over a seed derived from the job and a call counter:
+        # reproducible, independent of the host, and linear in n (one C call).
+        out = hashlib.shake_256(self._seed + self._rand_counter.to_bytes(8, "little")).digest(n)
+        self._rand_counter += 1
         return out
 
     # ------------------------------------------------------- filesystem
@@ -260,6 +294,8 @@ class Run:
         return ESUCCESS, node, full
 
     def new_fd(self, open_fd: OpenFD) -> int:
+        if len(self.fds) >= MAX_OPEN_FILES:
+            raise Errno(EMFILE)
         n = 3
         while n in self.fds:
             n += 1
@@ -313,6 +349,10 @@ class Run:
             return self._quota(ch, "put_size"), 0
         data = data[:left]
         pos = ch.wpos if offset is None else offset
+        if ch.data is not None and pos + len(data) > ch.spec.put_size:
+            # A memory channel lives in host memory: it never grows past put_size
+            # bytes, whatever offset the guest seeks or writes to.
+            return EFBIG, 0
         try:
             if ch.data is not None:
                 buf = ch.data
@@ -432,7 +472,12 @@ def clock_time_get(run, clock_id, precision, time_ptr):
 
 def random_get(run, buf, length):
     run.check(buf, length)   # before generating: a bogus length must not cost host memory
-    run.write(buf, run.random(length))
+    # Filled in bounded pieces, so the host never holds more than MAX_RANDOM at once.
+    done = 0
+    while done < length:
+        piece = min(MAX_RANDOM, length - done)
+        run.write(buf + done, run.random(piece))
+        done += piece
     return ESUCCESS
 
 
@@ -693,7 +738,7 @@ def fd_readdir(run, fd, buf, buf_len, cookie, bufused_ptr):
 
 def path_open(run, dirfd, dirflags, path_ptr, path_len, oflags, rights_base,
               rights_inheriting, fdflags, fd_ptr):
-    path = run.read(path_ptr, path_len).decode("utf-8", "replace")
+    path = run.path(path_ptr, path_len)
     err, node, full = run.lookup(dirfd, path)
     if err == ENOENT:
         # Nothing outside the manifest exists, and there is nowhere to create files.
@@ -718,7 +763,7 @@ def path_open(run, dirfd, dirflags, path_ptr, path_len, oflags, rights_base,
 
 
 def path_filestat_get(run, dirfd, flags, path_ptr, path_len, buf):
-    path = run.read(path_ptr, path_len).decode("utf-8", "replace")
+    path = run.path(path_ptr, path_len)
     err, node, _ = run.lookup(dirfd, path)
     if err:
         return err
@@ -727,7 +772,7 @@ def path_filestat_get(run, dirfd, flags, path_ptr, path_len, buf):
 
 
 def _read_only(run, dirfd, path_ptr, path_len):
-    path = run.read(path_ptr, path_len).decode("utf-8", "replace")
+    path = run.path(path_ptr, path_len)
     err, node, _ = run.lookup(dirfd, path)
     if err == EBADF or err == ENOTDIR:
         return err
@@ -764,7 +809,7 @@ def path_symlink(run, old_ptr, old_len, dirfd, new_ptr, new_len):
 
 def path_readlink(run, dirfd, path_ptr, path_len, buf, buf_len, bufused_ptr):
     # Symlinks inside images are followed for the guest; none is visible as a link.
-    path = run.read(path_ptr, path_len).decode("utf-8", "replace")
+    path = run.path(path_ptr, path_len)
     err, _, _ = run.lookup(dirfd, path)
     return err or EINVAL
 
@@ -772,7 +817,7 @@ def path_readlink(run, dirfd, path_ptr, path_len, buf, buf_len, bufused_ptr):
 def poll_oneoff(run, in_ptr, out_ptr, nsubs, nevents_ptr):
     """Clock waits complete at once by advancing the virtual clock (a guest's
     sleep() costs no host time); fd waits report the fd ready."""
-    if nsubs == 0:
+    if nsubs == 0 or nsubs > MAX_SUBSCRIPTIONS:
         return EINVAL
     raw = run.read(in_ptr, 48 * nsubs)
     events = []
@@ -854,15 +899,35 @@ def _valtype(c: str) -> wasmtime.ValType:
     return wasmtime.ValType.i32() if c == I32 else wasmtime.ValType.i64()
 
 
-def _wrap(fn: Callable) -> Callable:
+# The few parameters that preview1 declares signed (fd_seek's filedelta, the
+# exit code); every other integer a guest passes is unsigned.
+SIGNED = {"fd_seek": {1}, "proc_exit": {0}}
+
+
+def unsigned_args(name: str, args: tuple) -> list[int]:
+    """A host function's arguments as preview1 means them: wasmtime passes every
+    i32/i64 to Python as a signed int, so a pointer at or above 2 GiB arrives
+    negative.  Each is masked to its width here, before any function sees it."""
+    params = SIGNATURES[name][0]
+    out = [a & (U32 if c == I32 else U64) for c, a in zip(params, args)]
+    for i in SIGNED.get(name, ()):
+        bits = 32 if params[i] == I32 else 64
+        if out[i] >= 1 << (bits - 1):
+            out[i] -= 1 << bits
+    return out
+
+
+def _wrap(name: str, fn: Callable) -> Callable:
     def host_call(caller, *args):
         run = current.run
         run.store = caller   # memory length lookups must go through the live caller
         run.calls += 1
         try:
-            return fn(run, *args)
+            return fn(run, *unsigned_args(name, args))
         except Fault:
             return EFAULT
+        except Errno as e:
+            return e.code
     host_call.__name__ = fn.__name__
     return host_call
 
@@ -872,7 +937,7 @@ def define(linker: wasmtime.Linker) -> None:
     g = globals()
     for name, (params, results) in SIGNATURES.items():
         ty = wasmtime.FuncType([_valtype(c) for c in params], [_valtype(c) for c in results])
-        linker.define_func(MODULE, name, ty, _wrap(g[name]), access_caller=True)
+        linker.define_func(MODULE, name, ty, _wrap(name, g[name]), access_caller=True)
 
 
 def unsupported_imports(module: wasmtime.Module) -> list[str]:
