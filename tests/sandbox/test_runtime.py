@@ -295,3 +295,19 @@ def test_module_cache_is_bounded_and_follows_file_changes(guests, tmp_path):
         assert len(ex._modules) == 2
     finally:
         ex.close()
+
+
+def test_a_start_function_that_never_returns_is_a_timeout(executor, tmp_path):
+    # The wasm start function runs while the module is instantiated, before
+    # _start: the job's Timeout must hold there too.
+    program = tmp_path / "start-loop.wasm"
+    program.write_bytes(wasmtime.wat2wasm("""
+        (module
+          (memory (export "memory") 1)
+          (func $forever (loop br 0))
+          (start $forever)
+          (func (export "_start")))
+    """))
+    report = executor.run(job(program, timeout=1))
+    assert report.exit_code == TIMEOUT, report.exit_state
+    assert "start function" in report.exit_state

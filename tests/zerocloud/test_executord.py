@@ -2,6 +2,7 @@
 and the C guests (built by scripts/build-guests when missing)."""
 
 import os
+import sys
 import socket
 import subprocess
 import threading
@@ -26,13 +27,15 @@ def guests():
 def daemon(tmp_path_factory):
     folder = tmp_path_factory.mktemp("executord")
     path = str(folder / "executor.sock")
-    d = executord.Daemon({}, str(folder / "cache"), executord.Slots(2, 1))
+    d = executord.Daemon({}, str(folder / "cache"), executord.Slots(2, 1), worker_data_limit=1 << 30)
     executord.Handler.daemon = d
-    server = executord.Server(path, executord.Handler)
+    server = executord.listening_socket(path)
+    d.start()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield path
     server.shutdown()
     server.server_close()
+    d.close()
 
 
 def call(path, header, payloads=(), fds=()):
@@ -103,3 +106,171 @@ def test_slots_refuse_beyond_pool_and_queue():
     slots.release()
     waiter.join(5)
     assert slots.running == 1 and slots.waiting == 0
+
+
+# ------------------------------------------------------------ isolation
+def ping(path):
+    return call(path, {"op": "ping"})[0]
+
+
+def run_in_thread(path, header, payloads):
+    box = {}
+
+    def go():
+        box["reply"] = call(path, header, payloads)
+    t = threading.Thread(target=go)
+    t.start()
+    return t, box
+
+
+def worker_pids():
+    pids = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
+def running_worker(before_cpu):
+    """The worker whose CPU time grew since before_cpu (the one running the loop)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for pid in worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = int(fields[11]) + int(fields[12])
+            if cpu > before_cpu.get(pid, 0) + 10:   # ticks: it is spinning
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("no worker is running the job")
+
+
+def cpu_times():
+    out = {}
+    for pid in worker_pids():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[pid] = int(fields[11]) + int(fields[12])
+    return out
+
+
+@pytest.mark.parametrize("sig, words", [(9, "SIGKILL"), (6, "SIGABRT")])
+def test_a_worker_that_dies_ends_one_job_and_the_daemon_serves_on(daemon, guests, sig, words):
+    lost = ping(daemon)["workers_lost"]
+    before = cpu_times()
+    t, box = run_in_thread(daemon, {"op": "run", "program": {"payload": 0}, "args": ["m", "loop"],
+                                    "timeout": 20, "outputs": OUTS}, [(guests / "misbehave.wasm").read_bytes()])
+    os.kill(running_worker(before), sig)
+    t.join(30)
+    report = box["reply"][0]["report"]
+    assert report["exit_code"] == 9, report            # crash, this job only
+    assert words in report["exit_state"]
+    assert ping(daemon)["workers_lost"] == lost + 1
+    reply, out = call(daemon, {"op": "run", "program": {"payload": 0}, "args": ["cat"],
+                               "inputs": [{"alias": "/dev/stdin", "payload": 1}], "outputs": OUTS},
+                      [(guests / "cat.wasm").read_bytes(), b"still serving"])
+    assert out[0] == b"still serving", reply
+
+
+def test_a_worker_stuck_in_the_host_is_stopped_at_the_deadline(daemon, guests):
+    # SIGSTOP stands for a host call that never returns: the guest's own
+    # deadline (an epoch interrupt) cannot fire there; the daemon's must.
+    before = cpu_times()
+    t, box = run_in_thread(daemon, {"op": "run", "program": {"payload": 0}, "args": ["m", "loop"],
+                                    "timeout": 2, "outputs": OUTS}, [(guests / "misbehave.wasm").read_bytes()])
+    os.kill(running_worker(before), 19)
+    t.join(30)
+    assert not t.is_alive()
+    report = box["reply"][0]["report"]
+    assert report["exit_code"] == 6, report
+    assert "Timeout = 2 s" in report["exit_state"]
+    assert ping(daemon)["workers"] == 2
+
+
+def test_payloads_over_the_cap_are_refused_before_they_are_read(daemon):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(daemon)
+        protocol.send_header(s, {"op": "run", "program": {"payload": 0},
+                                 "payloads": [executord.MAX_REQUEST_PAYLOAD + 1]})
+        reply, _ = protocol.Reader(s).message()   # answered without a byte of payload sent
+    assert reply["status"] == "bad-request"
+    assert "more than the limit" in reply["reason"]
+
+
+def test_a_host_memory_cap_ends_the_job_not_the_daemon(tmp_path, guests):
+    path = str(tmp_path / "small.sock")
+    d = executord.Daemon({}, str(tmp_path / "cache"), executord.Slots(1, 1), worker_data_limit=200 << 20)
+    executord.Handler.daemon = d
+    server = executord.listening_socket(path)
+    d.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reply, out = call(path, {"op": "run", "program": {"payload": 0}, "args": ["m", "alloc"],
+                                 "memory": 1 << 30, "outputs": OUTS}, [(guests / "misbehave.wasm").read_bytes()])
+        report = reply["report"]
+        # Either the guest's malloc was refused (contained) or the worker died: never the daemon.
+        assert report["exit_code"] in (1, 7, 9), report
+        reply, out = call(path, {"op": "run", "program": {"payload": 0}, "args": ["cat"],
+                                 "inputs": [{"alias": "/dev/stdin", "payload": 1}], "outputs": OUTS},
+                          [(guests / "cat.wasm").read_bytes(), b"next job"])
+        assert reply["status"] == "ok" and out[0] == b"next job", reply
+    finally:
+        server.shutdown()
+        server.server_close()
+        d.close()
+        executord.Handler.daemon = None
+
+
+def test_the_socket_outlives_a_restart_with_socket_activation(tmp_path, guests):
+    """systemd holds the listening socket: a job sent while the daemon restarts waits and is served."""
+    conf = tmp_path / "executor.conf"
+    sock_path = tmp_path / "activated.sock"
+    conf.write_text(f"[executor]\nsocket = {sock_path}\ncache_dir = {tmp_path / 'cache'}\nmaxpool = 1\n")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen(16)
+    launcher = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.environ['LISTEN_FDS'] = '1'; "
+                "os.environ['LISTEN_PID'] = str(os.getpid()); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'zerolab.zerocloud.executord', '--config', sys.argv[2]])")
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", launcher, str(listener.fileno()), str(conf)],
+                                pass_fds=[listener.fileno()], stderr=subprocess.DEVNULL)
+
+    first = start()
+    try:
+        assert ping(str(sock_path))["status"] == "ok"
+        first.kill()
+        first.wait()
+        # Nothing listens now, but the socket is still there: the connection queues.
+        t, box = run_in_thread(str(sock_path), {"op": "run", "program": {"payload": 0}, "args": ["cat"],
+                                                "inputs": [{"alias": "/dev/stdin", "payload": 1}], "outputs": OUTS},
+                               [(guests / "cat.wasm").read_bytes(), b"queued"])
+        second = start()
+        t.join(60)
+        assert box["reply"][1][0] == b"queued"
+    finally:
+        for p in (first, locals().get("second")):
+            if p is not None:
+                p.kill()
+                p.wait()
+        listener.close()
+
+
+def test_the_disk_cache_is_pruned_oldest_first(tmp_path):
+    folder = tmp_path / "cache"
+    (folder / "programs").mkdir(parents=True)
+    now = time.time()
+    for i in range(10):
+        f = folder / "programs" / f"p{i}"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (now - 3600 + i, now - 3600 + i))
+    fresh = folder / "programs" / "fresh"
+    fresh.write_bytes(b"x" * 1000)
+    freed = executord.prune_cache(str(folder), 5000)
+    left = sorted(p.name for p in (folder / "programs").iterdir())
+    assert freed == 6000
+    assert left == ["fresh", "p6", "p7", "p8", "p9"]

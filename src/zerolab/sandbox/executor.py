@@ -18,6 +18,7 @@ import pickle
 import posixpath
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
 
@@ -123,7 +124,7 @@ class ProgramError(Exception):
 class Executor:
     """Runs jobs.  Thread-safe: several threads may call run() at once."""
 
-    def __init__(self, cache_dir: Optional[str] = None, max_modules: int = 64):
+    def __init__(self, cache_dir: Optional[str] = None, max_modules: int = 64, max_images: int = 16):
         config = wasmtime.Config()
         config.epoch_interruption = True
         # A linear memory that never moves lets the host keep its base address.
@@ -133,6 +134,7 @@ class Executor:
         wasi.define(self.linker)
         self.cache_dir = cache_dir
         self.max_modules = max_modules
+        self.max_images = max_images
         self._modules: dict[tuple, wasmtime.Module] = {}
         self._by_name: dict[str, tuple] = {}
         self._images: dict[tuple, tarfs.Image] = {}
@@ -284,7 +286,9 @@ class Executor:
         except OSError as e:
             raise tarfs.ImageError(f"image {path}: {e.strerror}") from None
         with self._lock:
-            image = self._images.get(key)
+            image = self._images.pop(key, None)
+            if image is not None:
+                self._images[key] = image   # most recently used last
         if image is not None:
             return image
         image = None
@@ -306,6 +310,10 @@ class Executor:
                 self._cache_write(disk, pickle.dumps(image, protocol=pickle.HIGHEST_PROTOCOL))
         with self._lock:
             self._images[key] = image
+            # Bounded like the modules: an evicted image closes its file once
+            # no running job holds it (Image.__del__).
+            while len(self._images) > self.max_images:
+                self._images.pop(next(iter(self._images)))
         return image
 
     # ------------------------------------------------------------------ run
@@ -325,6 +333,8 @@ class Executor:
             report = self._run(manifest, stdin, images, args, env)
         except ManifestError as e:
             report = failure(BAD_MANIFEST, str(e))
+        except MemoryError:
+            report = failure(MEMORY, "the job's host side went over its memory cap")
         except Exception as e:  # a bug of ours: a report, not an exception in the caller
             report = failure(INTERNAL, f"{type(e).__name__}: {first_line(str(e))}")
         cpu1 = os.times()
@@ -437,9 +447,13 @@ class Executor:
         try:
             try:
                 instance = module.pre.instantiate(store)
-            except wasmtime.WasmtimeError as e:
+            except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
                 text = str(e)
-                if "memory" in text and ("limit" in text or "minimum" in text or "exceed" in text):
+                if getattr(e, "trap_code", None) == wasmtime.TrapCode.INTERRUPT:
+                    # The module's start function runs inside instantiate.
+                    report.exit_code, report.exit_state = TIMEOUT, (
+                        f"timeout: the program's start function ran longer than Timeout = {manifest.timeout} s")
+                elif "memory" in text and ("limit" in text or "minimum" in text or "exceed" in text):
                     report.exit_code, report.exit_state = MEMORY, (
                         f"memory: the program needs more memory at start than Memory = {manifest.memory}")
                 else:
@@ -462,6 +476,9 @@ class Executor:
                 finally:
                     run.store = store   # host calls left a (now dead) Caller there
             except Exception as e:
+                # The exception's frames hold the Store; wasmtime keeps the last
+                # one, so drop them now or the guest's memory outlives the job.
+                traceback.clear_frames(e.__traceback__)
                 if run.exit_status is not None:      # proc_exit unwinds with an exception
                     user_rc = run.exit_status
                 elif isinstance(e, wasmtime.Trap):
@@ -469,6 +486,10 @@ class Executor:
                     return
                 elif isinstance(e, wasmtime.WasmtimeError):
                     report.exit_code, report.exit_state = CRASH, f"crash: {first_line(str(e))}"
+                    return
+                elif isinstance(e, MemoryError):
+                    report.exit_code, report.exit_state = MEMORY, (
+                        "memory: a host call of the job went over the host memory cap")
                     return
                 else:  # a bug in the host functions: report it, do not crash the caller
                     report.exit_code, report.exit_state = INTERNAL, (
@@ -484,6 +505,9 @@ class Executor:
             run.store = store
             self._memory_tag(run, manifest, report)
             wasi.current.run = None
+            # The guest's memory goes back when the job ends, not at the next
+            # garbage collection: a worker near its memory cap cannot wait.
+            run.store = run.memory = None
 
     def _trap(self, run, manifest, report, trap: wasmtime.Trap) -> None:
         code = getattr(trap, "trap_code", None)

@@ -1,38 +1,53 @@
-"""The node's executor daemon: a warm zerolab.sandbox.Executor behind a unix socket.
+"""The node's executor daemon: a warm pool of sandbox workers behind a unix socket.
 
     python -m zerolab.zerocloud.executord --config /etc/zerolab/executor.conf
 
 The object server's zerocloud filter connects, sends one job (protocol.py)
 with the object's data file as an open descriptor, and reads the report and
-outputs back.  The daemon keeps compiled modules and image indexes between
-jobs (in memory, and in cache_dir across restarts), so a small job costs a
-fresh wasm Store, not a process start.  At most ``maxpool`` jobs run at once;
-``maxqueue`` more may wait for a slot; beyond that a job is refused as busy
-(the filter answers 429).  systemd is told READY=1 once the socket listens
-and the system images are warm.
+outputs back.  The daemon itself runs no guest code: it routes each job to an
+idle worker process (worker.py), which keeps compiled modules and image
+indexes warm, so a small job costs a fresh wasm Store, not a process start.
+
+Isolation: whatever a job does, it can only end its own worker.  A worker
+that crashes (a signal), goes over its host memory cap, or is still inside a
+host call at the job's deadline is killed and replaced; its job gets a report
+that says which, and every other job goes on.  Payloads are passed through in
+bounded pieces, never held whole here.
+
+Capacity: ``maxpool`` workers, so at most that many jobs run at once;
+``maxqueue`` more may wait for one; beyond that a job is refused as busy (the
+filter answers 429) before its payloads are read.  systemd is told READY=1
+once the socket listens and the workers are warm; with socket activation
+(``LISTEN_FDS``) the socket is systemd's and outlives a restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
-import hashlib
 import os
-import posixpath
+import queue
+import signal
 import socket
 import socketserver
+import subprocess
 import sys
 import threading
 import time
+from typing import Optional
 
-from zerolab.sandbox import Channel, Executor, Manifest, tarfs
 from zerolab.sandbox import executor as sandbox_executor
-from zerolab.sandbox.manifest import DEFAULT_LIMIT, RND_READ_SEQ_WRITE, SEQ_READ_SEQ_WRITE
 
 from . import protocol
+from .worker import failed
 
-PROGRAM_DIRS = ("", "bin/", "usr/bin/", "usr/local/bin/")
-MAX_REQUEST_PAYLOAD = 1 << 30
+MAX_REQUEST_PAYLOAD = 256 << 20
+# Past the job's own timeout, the worker has this long to answer before it is
+# killed: the guest's own deadline (an epoch interrupt) normally ends it first.
+KILL_GRACE = 2.0
+WORKER_START_TIMEOUT = 300.0   # a cold cache compiles the Python image first
+SD_LISTEN_FDS_START = 3
+CLIENT_TIMEOUT = 60.0
 
 
 class Slots:
@@ -61,156 +76,302 @@ class Slots:
             self.cond.notify()
 
 
+class ClientGone(Exception):
+    """The object server hung up or sent less than it announced."""
+
+
+class WorkerLost(Exception):
+    """The worker did not answer: ``report`` says what happened to its job."""
+
+    def __init__(self, report: dict):
+        super().__init__(report["exit_state"])
+        self.report = report
+
+
+class Worker:
+    """One worker process and the daemon's end of its socketpair."""
+
+    def __init__(self, command: list[str]):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(command + ["--fd", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                                         stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.jobs = 0
+        ours.settimeout(WORKER_START_TIMEOUT)
+        try:
+            hello = protocol.Reader(ours).header()
+        except (OSError, protocol.ProtocolError) as e:
+            self.kill()
+            raise RuntimeError(f"executor worker did not start: {self.exit_reason() or e}") from None
+        if hello.get("status") != "ready":
+            self.kill()
+            raise RuntimeError(f"executor worker said {hello!r} instead of ready")
+
+    def call(self, client: protocol.Reader, header: dict, fds: list[int], reply_to: socket.socket,
+             deadline: float) -> dict:
+        """Passes one request through (payloads relayed from the client), and the
+        reply back to ``reply_to``.  Returns the reply's header.  Raises
+        WorkerLost when the worker died or missed the deadline, ClientGone when
+        the client did; either way the caller discards this worker."""
+        try:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            protocol.send_header(self.sock, header, fds)
+            for n in header.get("payloads", []):
+                client.relay(n, self.sock)
+        except (OSError, protocol.DestinationError):
+            raise WorkerLost(failed(sandbox_executor.CRASH, self.death_reason(), 0)) from None
+        except protocol.ProtocolError as e:   # raised reading the client
+            raise ClientGone(str(e)) from None
+        reader = protocol.Reader(self.sock)
+        try:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            reply = reader.header()
+        except socket.timeout:
+            raise WorkerLost(failed(sandbox_executor.TIMEOUT, self.timeout_reason(header), 0)) from None
+        except (OSError, protocol.ProtocolError):
+            raise WorkerLost(failed(sandbox_executor.CRASH, self.death_reason(), 0)) from None
+        self.jobs += 1
+        # The worker has finished: its outputs follow at once.
+        self.sock.settimeout(30)
+        try:
+            protocol.send_header(reply_to, reply)
+            for n in reply.get("payloads", []):
+                reader.relay(n, reply_to)
+        except (OSError, protocol.DestinationError, protocol.ProtocolError) as e:
+            raise ClientGone(str(e)) from None
+        return reply
+
+    @staticmethod
+    def timeout_reason(header: dict) -> str:
+        return f"the job ran longer than Timeout = {header.get('timeout', '?')} s (its worker was stopped)"
+
+    def death_reason(self) -> str:
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            return "the job's worker stopped answering"
+        return f"the job's worker process {self.exit_reason()}"
+
+    def exit_reason(self) -> Optional[str]:
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = " (out of host memory)" if -code == signal.SIGABRT else ""
+            return f"was killed by {name}{hint}"
+        return f"exited with status {code}"
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.proc.wait()
+        self.sock.close()
+
+
+class Pool:
+    """``size`` warm workers; a lost one is replaced in the background.
+
+    Workers are started by one long-lived thread: a worker asks to be killed
+    when the thread that started it ends (PR_SET_PDEATHSIG follows the thread,
+    not the process), so no short-lived thread may start one."""
+
+    def __init__(self, size: int, command: list[str], recycle_after: int = 10000):
+        self.size = size
+        self.command = command
+        self.recycle_after = recycle_after
+        self.idle: queue.Queue[Worker] = queue.Queue()
+        self._wanted: queue.Queue[None] = queue.Queue()
+        self.lost = 0
+        self.started = 0
+
+    def start(self) -> None:
+        """Starts every worker and returns once all are warm.  The first one
+        warms the disk cache; the others then start from it."""
+        threading.Thread(target=self._spawner, name="executord-spawner", daemon=True).start()
+        for _ in range(self.size):
+            self._wanted.put(None)
+        while self.idle.qsize() < self.size:
+            time.sleep(0.05)
+
+    def _spawner(self) -> None:
+        while True:
+            self._wanted.get()
+            while True:
+                try:
+                    worker = Worker(self.command)
+                    break
+                except Exception as e:  # keep trying: a pool that shrinks to nothing serves no one
+                    sys.stderr.write(f"executord: {e}; retrying in 1 s\n")
+                    time.sleep(1)
+            self.started += 1
+            self.idle.put(worker)
+
+    def take(self, timeout: float) -> Optional[Worker]:
+        try:
+            return self.idle.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def give_back(self, worker: Worker) -> None:
+        if worker.jobs >= self.recycle_after:   # bounds what a long life may leak
+            self.discard(worker, lost=False)
+        else:
+            self.idle.put(worker)
+
+    def discard(self, worker: Worker, lost: bool = True) -> None:
+        self.lost += lost
+        worker.kill()
+        self._wanted.put(None)
+
+    def close(self) -> None:
+        while True:
+            try:
+                self.idle.get_nowait().kill()
+            except queue.Empty:
+                return
+
+
 class Daemon:
-    def __init__(self, sysimages: dict[str, str], cache_dir: str, slots: Slots):
+    def __init__(self, sysimages: dict[str, str], cache_dir: str, slots: Slots, *,
+                 max_request: int = MAX_REQUEST_PAYLOAD, worker_data_limit: int = 0,
+                 cache_max_bytes: int = 2 << 30):
         self.sysimages = sysimages
         self.cache_dir = cache_dir
-        self.executor = Executor(cache_dir=os.path.join(cache_dir, "modules"))
         self.slots = slots
+        self.max_request = max_request
+        self.cache_max_bytes = cache_max_bytes
+        command = [sys.executable, "-m", "zerolab.zerocloud.worker", "--cache-dir", cache_dir,
+                   "--data-limit", str(worker_data_limit)]
+        for name, path in sysimages.items():
+            command += ["--sysimage", f"{name}={path}"]
+        self.pool = Pool(slots.pool, command)
         self.jobs = 0
+        self._pruned = 0.0
+        self._prune_lock = threading.Lock()
 
-    def warm(self) -> None:
-        """Index the system images and compile their programs now, not at the first job."""
-        for name, path in self.sysimages.items():
-            try:
-                image = self.executor.image(path)
-                for member in ("bin/python", "bin/python3"):
-                    if isinstance(image.lookup(member), tarfs.File):
-                        self.executor.load_module(f"{path}/{member}")
-                        break
-            except Exception as e:  # a broken image is reported per job, not fatal here
-                sys.stderr.write(f"executord: cannot warm image {name} ({path}): {e}\n")
+    def start(self) -> None:
+        os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        prune_cache(self.cache_dir, self.cache_max_bytes)
+        self.pool.start()
 
-    # ------------------------------------------------------------- helpers
-    def stored(self, data: bytes, kind: str) -> str:
-        """A payload (wasm program, tar image) as a file named by its digest,
-        so the Executor's module/image caches hit on the next job."""
-        digest = hashlib.sha256(data).hexdigest()
-        folder = os.path.join(self.cache_dir, kind)
-        path = os.path.join(folder, digest)
-        if not os.path.exists(path):
-            os.makedirs(folder, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        return path
+    def close(self) -> None:
+        self.pool.close()
 
-    def program(self, spec: dict, payloads: list[bytes]) -> tuple[str, list]:
-        """-> (program path for the Manifest, images to mount)."""
-        if "payload" in spec:
-            return self.stored(payloads[spec["payload"]], "programs"), []
-        name, member = spec.get("image"), str(spec.get("path", "")).lstrip("/")
-        tar = self.sysimages.get(name)
-        if tar is None:
-            raise ValueError(f"unknown system image {name!r}")
-        image = self.executor.image(tar)
-        for prefix in PROGRAM_DIRS:
-            if isinstance(image.lookup(prefix + member), tarfs.File):
-                return f"{tar}/{prefix}{member}", [(tar, "/")]
-        raise LookupError(f"program {member} not found in system image {name}")
+    def status(self) -> dict:
+        return {"status": "ok", "jobs": self.jobs, "sysimages": sorted(self.sysimages),
+                "workers": self.pool.size, "workers_lost": self.pool.lost,
+                "workers_started": self.pool.started}
 
-    # ----------------------------------------------------------------- run
-    def run(self, header: dict, payloads: list[bytes], fds: list[int]) -> tuple[dict, list[bytes]]:
-        try:
-            program, images = self.program(header["program"], payloads)
-            for extra in header.get("images", []):
-                images.append((self.stored(payloads[extra["payload"]], "images"), "/"))
-        except LookupError as e:
-            return {"status": "ok", "report": failed(sandbox_executor.INVALID_PROGRAM, str(e))}, []
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            return {"status": "bad-request", "reason": f"bad program spec: {e}"}, []
-        except tarfs.ImageError as e:
-            return {"status": "ok", "report": failed(sandbox_executor.BAD_INPUT, str(e))}, []
-        channels = []
-        for spec in header.get("inputs", []):
-            alias = spec["alias"]
-            kind = SEQ_READ_SEQ_WRITE if alias == "/dev/stdin" else RND_READ_SEQ_WRITE
-            limit = int(header.get("max_input", DEFAULT_LIMIT))
-            if "fd" in spec:
-                uri = f"/proc/self/fd/{fds[spec['fd']]}"
-            else:
-                uri = payloads[spec["payload"]]
-            channels.append(Channel(uri, alias, kind, 0, DEFAULT_LIMIT, limit, 0, 0))
-        if not any(c.alias == "/dev/stdin" for c in channels):
-            # Guests expect descriptors 0-2 (CPython refuses to start without them).
-            channels.append(Channel(b"", "/dev/stdin", SEQ_READ_SEQ_WRITE, 0, DEFAULT_LIMIT, DEFAULT_LIMIT, 0, 0))
-        for spec in header.get("outputs", []):
-            channels.append(Channel(None, spec["alias"], SEQ_READ_SEQ_WRITE, 1, 0, 0,
-                                    DEFAULT_LIMIT, int(spec["limit"])))
-        manifest = Manifest(program=program, timeout=max(1, int(header.get("timeout", 10))),
-                            memory=int(header.get("memory", 256 << 20)), channels=channels, node=1)
-        args = [str(a) for a in header.get("args", [])] or [posixpath.basename(program)]
-        env = {str(k): str(v) for k, v in header.get("env", {}).items()}
-        report = self.executor.run(manifest, images=images, args=args, env=env)
+    def after_job(self) -> None:
         self.jobs += 1
-        if header.get("program_name"):   # name the program as the user did, not our cache file
-            report.exit_state = report.exit_state.replace(program, str(header["program_name"]))
-        names = [s["alias"] for s in header.get("outputs", [])]
-        data = [report.outputs.get(a, b"") for a in names]
-        return {"status": "ok", "report": report_dict(report), "outputs": names}, data
+        # The disk cache (programs, images, compiled modules) is pruned to its
+        # size now and then, not on every job.
+        if time.monotonic() - self._pruned > 60 and self._prune_lock.acquire(blocking=False):
+            try:
+                self._pruned = time.monotonic()
+                prune_cache(self.cache_dir, self.cache_max_bytes)
+            finally:
+                self._prune_lock.release()
 
 
-def failed(code: int, message: str) -> dict:
-    return report_dict(sandbox_executor.failure(code, message, validator=1))
-
-
-def report_dict(report) -> dict:
-    a = report.accounting
-    return {
-        "exit_code": report.exit_code,
-        "exit_state": report.exit_state,
-        "user_rc": report.user_rc,
-        "validator": report.validator,
-        "etag": report.etag,
-        "elapsed": round(report.elapsed, 6),
-        "cdr": "%.2f %.2f %d %d %d %d 0 0 0 0" % (report.cpu_sys, report.cpu_user, a["reads"],
-                                                    a["read_bytes"], a["writes"], a["write_bytes"]),
-    }
+def prune_cache(folder: str, max_bytes: int, keep_younger_than: float = 60.0) -> int:
+    """Deletes the least recently used files under ``folder`` until it holds at
+    most ``max_bytes``; files touched in the last minute stay (a job may be
+    about to open them).  Returns the bytes freed."""
+    files = []
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            files.append((max(st.st_mtime, st.st_atime), st.st_size, path))
+    total = sum(size for _, size, _ in files)
+    freed = 0
+    now = time.time()
+    for used, size, path in sorted(files):
+        if total - freed <= max_bytes:
+            break
+        if now - used < keep_younger_than:
+            continue
+        try:
+            os.unlink(path)
+            freed += size
+        except OSError:
+            pass
+    return freed
 
 
 class Handler(socketserver.BaseRequestHandler):
     daemon: Daemon
 
     def handle(self) -> None:
+        # A client that stops sending mid-request must not hold a slot forever.
+        self.request.settimeout(CLIENT_TIMEOUT)
         reader = protocol.Reader(self.request)
         try:
-            header, payloads = reader.message(want_fds=True, max_payload=MAX_REQUEST_PAYLOAD)
-        except (protocol.ProtocolError, OSError) as e:
-            self.reply({"status": "bad-request", "reason": str(e)}, [], reader.fds)
-            return
-        op = header.get("op")
-        if op == "ping":
-            self.reply({"status": "ok", "jobs": self.daemon.jobs,
-                        "sysimages": sorted(self.daemon.sysimages)}, [], reader.fds)
-            return
-        if op != "run":
-            self.reply({"status": "bad-request", "reason": f"unknown op {op!r}"}, [], reader.fds)
-            return
-        if not self.daemon.slots.acquire():
-            self.reply({"status": "busy", "reason": f"{self.daemon.slots.pool} jobs running and "
-                                                    f"{self.daemon.slots.queue} waiting on this node"},
-                       [], reader.fds)
-            return
-        try:
-            reply, data = self.daemon.run(header, payloads, reader.fds)
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            reply, data = {"status": "bad-request", "reason": f"malformed job: {type(e).__name__}: {e}"}, []
-        except Exception as e:  # never lose the connection silently: report one line
-            reply, data = {"status": "ok", "report": failed(sandbox_executor.INTERNAL,
-                                                             f"{type(e).__name__}: {e}")}, []
-        finally:
-            self.daemon.slots.release()
-        self.reply(reply, data, reader.fds)
-
-    def reply(self, header: dict, data: list[bytes], fds: list[int]) -> None:
-        for fd in fds:
             try:
-                os.close(fd)
-            except OSError:
-                pass
+                # Only the header is read before a slot is taken; its payload
+                # lengths are checked against the cap first.
+                header = reader.header(want_fds=True, max_payload=self.daemon.max_request)
+            except (protocol.ProtocolError, OSError) as e:
+                self.reply({"status": "bad-request", "reason": str(e)})
+                return
+            op = header.get("op")
+            if op == "ping":
+                self.reply(self.daemon.status())
+                return
+            if op != "run":
+                self.reply({"status": "bad-request", "reason": f"unknown op {op!r}"})
+                return
+            try:
+                timeout = max(1, int(header.get("timeout", 10)))
+            except (TypeError, ValueError):
+                self.reply({"status": "bad-request", "reason": "timeout must be a number of seconds"})
+                return
+            if not self.daemon.slots.acquire():
+                self.reply({"status": "busy", "reason": f"{self.daemon.slots.pool} jobs running and "
+                                                        f"{self.daemon.slots.queue} waiting on this node"})
+                return
+            try:
+                self.run(reader, header, timeout)
+            finally:
+                self.daemon.slots.release()
+        finally:
+            for fd in reader.fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def run(self, reader: protocol.Reader, header: dict, timeout: int) -> None:
+        worker = self.daemon.pool.take(timeout=WORKER_START_TIMEOUT)
+        if worker is None:
+            self.reply({"status": "busy", "reason": "no executor worker became ready"})
+            return
+        deadline = time.monotonic() + timeout + KILL_GRACE
         try:
-            protocol.send(self.request, header, data)
+            worker.call(reader, header, reader.fds, self.request, deadline)
+        except WorkerLost as e:
+            self.daemon.pool.discard(worker)
+            self.reply({"status": "ok", "report": e.report, "outputs": []})
+        except ClientGone:
+            # The worker may hold half a request or half a reply: not reused.
+            self.daemon.pool.discard(worker, lost=False)
+        else:
+            self.daemon.pool.give_back(worker)
+        self.daemon.after_job()
+
+    def reply(self, header: dict) -> None:
+        try:
+            protocol.send(self.request, header)
         except OSError:
             pass  # the object server gave up (its own timeout); nothing to tell
 
@@ -218,6 +379,24 @@ class Handler(socketserver.BaseRequestHandler):
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     request_queue_size = 128
+
+
+def listening_socket(path: str) -> Server:
+    """The socket systemd passed (socket activation), or one bound at ``path``."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
+        server = Server(path, Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=SD_LISTEN_FDS_START)
+        return server
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o117)   # socket rw for the owner and group (the object server)
+    try:
+        return Server(path, Handler)
+    finally:
+        os.umask(old)
 
 
 def notify_ready() -> None:
@@ -237,13 +416,19 @@ def load_config(path: str) -> dict:
     if not cp.read(path):
         raise SystemExit(f"executord: cannot read {path}")
     ex = cp["executor"] if cp.has_section("executor") else {}
-    return {
-        "socket": ex.get("socket", "/run/zerolab-executor/executor.sock"),
-        "cache_dir": ex.get("cache_dir", "/var/cache/zerolab-executor"),
-        "maxpool": int(ex.get("maxpool", "4")),
-        "maxqueue": int(ex.get("maxqueue", "16")),
-        "sysimages": dict(cp["sysimages"]) if cp.has_section("sysimages") else {},
-    }
+    try:
+        return {
+            "socket": ex.get("socket", "/run/zerolab-executor/executor.sock"),
+            "cache_dir": ex.get("cache_dir", "/var/cache/zerolab-executor"),
+            "maxpool": int(ex.get("maxpool", "4")),
+            "maxqueue": int(ex.get("maxqueue", "16")),
+            "max_request": int(ex.get("max_request", str(MAX_REQUEST_PAYLOAD))),
+            "worker_memory": int(ex.get("worker_memory", str(768 << 20))),
+            "cache_max_bytes": int(ex.get("cache_max_bytes", str(2 << 30))),
+            "sysimages": dict(cp["sysimages"]) if cp.has_section("sysimages") else {},
+        }
+    except ValueError as e:
+        raise SystemExit(f"executord: {path}: {e}") from None
 
 
 def main(argv=None) -> int:
@@ -251,28 +436,22 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="/etc/zerolab/executor.conf")
     args = parser.parse_args(argv)
     conf = load_config(args.config)
-    daemon = Daemon(conf["sysimages"], conf["cache_dir"], Slots(conf["maxpool"], conf["maxqueue"]))
+    daemon = Daemon(conf["sysimages"], conf["cache_dir"], Slots(conf["maxpool"], conf["maxqueue"]),
+                    max_request=conf["max_request"], worker_data_limit=conf["worker_memory"],
+                    cache_max_bytes=conf["cache_max_bytes"])
     started = time.monotonic()
-    daemon.warm()
     Handler.daemon = daemon
-    path = conf["socket"]
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o117)   # socket rw for the owner and group (the object server)
-    try:
-        server = Server(path, Handler)
-    finally:
-        os.umask(old)
-    sys.stderr.write(f"executord: listening on {path}, warm in {time.monotonic() - started:.1f} s, "
-                     f"maxpool {conf['maxpool']}, maxqueue {conf['maxqueue']}, "
+    server = listening_socket(conf["socket"])
+    daemon.start()
+    sys.stderr.write(f"executord: listening on {conf['socket']}, {conf['maxpool']} workers warm in "
+                     f"{time.monotonic() - started:.1f} s, maxqueue {conf['maxqueue']}, "
                      f"images {', '.join(conf['sysimages']) or 'none'}\n")
     notify_ready()
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        daemon.close()
     return 0
 
 

@@ -34,10 +34,15 @@ import struct
 from typing import Optional
 
 MAX_HEADER = 1 << 20
+RELAY_PIECE = 1 << 20
 
 
 class ProtocolError(Exception):
     pass
+
+
+class DestinationError(Exception):
+    """Relaying failed on the receiving side (the source is fine)."""
 
 
 def encode(header: dict, payloads: list[bytes] = ()) -> bytes:
@@ -47,14 +52,21 @@ def encode(header: dict, payloads: list[bytes] = ()) -> bytes:
 
 
 def send(sock: socket.socket, header: dict, payloads: list[bytes] = (), fds: list[int] = ()) -> None:
-    first = encode(header, payloads)
-    if fds:
-        sock.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    else:
-        sock.sendall(first)
+    send_header(sock, dict(header, payloads=[len(p) for p in payloads]), fds)
     for p in payloads:
         if p:
             sock.sendall(p)
+
+
+def send_header(sock: socket.socket, header: dict, fds: list[int] = ()) -> None:
+    """The header alone, whose "payloads" already lists what will follow."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    first = struct.pack("!I", len(head)) + head
+    if fds:
+        sent = sock.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        sock.sendall(first[sent:])   # a stream socket may take part of it; the rest needs no descriptors
+    else:
+        sock.sendall(first)
 
 
 class Reader:
@@ -74,7 +86,7 @@ class Reader:
                     fds.frombytes(payload[:len(payload) - (len(payload) % fds.itemsize)])
             self.fds.extend(fds)
         else:
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(RELAY_PIECE)
         if not data:
             raise ProtocolError("connection closed in the middle of a message")
         self.buf += data
@@ -86,22 +98,45 @@ class Reader:
         del self.buf[:n]
         return out
 
-    def message(self, want_fds: bool = False, max_payload: Optional[int] = None) -> tuple[dict, list[bytes]]:
+    def header(self, want_fds: bool = False, max_payload: Optional[int] = None) -> dict:
+        """The header alone (payloads not read yet), its payload lengths checked."""
         (size,) = struct.unpack("!I", self.exact(4, want_fds))
         if size > MAX_HEADER:
             raise ProtocolError(f"header of {size} bytes is too large")
         try:
             header = json.loads(self.exact(size, want_fds))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ProtocolError("header is not JSON") from None
         if not isinstance(header, dict):
             raise ProtocolError("header is not a JSON object")
         lengths = header.get("payloads", [])
-        if not isinstance(lengths, list) or not all(isinstance(n, int) and n >= 0 for n in lengths):
+        if not isinstance(lengths, list) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths):
             raise ProtocolError("payloads must be a list of lengths")
         if max_payload is not None and sum(lengths) > max_payload:
-            raise ProtocolError("payloads are too large")
-        return header, [self.exact(n) for n in lengths]
+            raise ProtocolError(f"payloads of {sum(lengths)} bytes are more than the limit of {max_payload}")
+        return header
+
+    def message(self, want_fds: bool = False, max_payload: Optional[int] = None) -> tuple[dict, list[bytes]]:
+        header = self.header(want_fds, max_payload)
+        return header, [self.exact(n) for n in header.get("payloads", [])]
+
+    def relay(self, n: int, dest: socket.socket) -> None:
+        """Copies the next n bytes to ``dest`` in bounded pieces (the executor
+        daemon passes payloads through without holding them whole)."""
+        while n > 0:
+            if not self.buf:
+                try:
+                    self._fill(False)
+                except OSError as e:   # the source side failed (a timeout included)
+                    raise ProtocolError(f"reading: {e}") from None
+            piece = bytes(self.buf[:min(n, RELAY_PIECE)])
+            del self.buf[:len(piece)]
+            try:
+                dest.sendall(piece)
+            except OSError as e:
+                raise DestinationError(str(e)) from None
+            n -= len(piece)
 
 
 def decode(data: bytes) -> tuple[dict, list[bytes]]:
