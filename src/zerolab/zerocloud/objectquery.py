@@ -22,8 +22,11 @@ zerovm_maxinput; 429 when the executor is busy; 503 when it is unreachable.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
+import struct
+from typing import Iterator
 from urllib.parse import unquote
 
 from swift.common.storage_policy import POLICIES
@@ -41,9 +44,11 @@ DEFAULTS = {
     "zerovm_maxinput": str(1 << 30),
     "zerovm_maxoutput": str(100 << 20),
     "zerovm_maxnexemem": str(256 << 20),
+    # The request body (program, scripts, mapper outputs), passed to the
+    # executor in pieces; the executor daemon's max_request must be as large.
+    "zerovm_maxrequest": str(256 << 20),
 }
-# The request body: program, scripts and mapper outputs; anything bigger is refused.
-MAX_BODY = 1 << 30
+PIECE = 1 << 20
 
 
 def text(status: int, reason: str) -> Response:
@@ -61,6 +66,7 @@ class ObjectQueryMiddleware:
         self.max_input = int(conf["zerovm_maxinput"])
         self.max_output = int(conf["zerovm_maxoutput"])
         self.max_memory = int(conf["zerovm_maxnexemem"])
+        self.max_request = int(conf["zerovm_maxrequest"])
         # The object server's own app, which knows its devices and DiskFiles.
         self.controller = app
         while not hasattr(self.controller, "get_diskfile") and hasattr(self.controller, "app"):
@@ -84,18 +90,25 @@ class ObjectQueryMiddleware:
         except ValueError:
             return text(400, f"bad EXECUTE path {req.path}")
         length = req.content_length
-        if length is None or length > MAX_BODY:
-            return text(413, "job request has no length or is too large")
+        if length is None:
+            return text(411, "a job request needs a Content-Length")
+        if length > self.max_request:
+            return text(413, f"job request of {length} bytes is more than zerovm_maxrequest ({self.max_request})")
+        body = req.environ["wsgi.input"]
         try:
-            header, payloads = protocol.decode(req.environ["wsgi.input"].read(length))
-        except protocol.ProtocolError as e:
+            header, payload_bytes = read_header(body, length)
+            for key in ("timeout", "memory"):
+                header[key] = int(header.get(key, 0)) or None
+            for out in header.get("outputs", []):
+                out["limit"] = int(out.get("limit", self.max_output))
+        except (protocol.ProtocolError, TypeError, ValueError, AttributeError) as e:
             return text(400, f"malformed job request: {e}")
         # This node's limits win over whatever the request asks for.
-        header["timeout"] = min(int(header.get("timeout", self.timeout)), self.timeout)
-        header["memory"] = min(int(header.get("memory", self.max_memory)), self.max_memory)
+        header["timeout"] = min(header["timeout"] or self.timeout, self.timeout)
+        header["memory"] = min(header["memory"] or self.max_memory, self.max_memory)
         header["max_input"] = self.max_input
         for out in header.get("outputs", []):
-            out["limit"] = min(int(out.get("limit", self.max_output)), self.max_output)
+            out["limit"] = min(out["limit"], self.max_output)
 
         fds = []
         colocated = "0"
@@ -111,14 +124,17 @@ class ObjectQueryMiddleware:
             # ZeroCloud's co-location code: sessions on the same device share it.
             colocated = hashlib.md5(f"{self.socket_path}:{device}".encode()).hexdigest()
         try:
-            reply, outputs = self.call_executor(header, payloads, fds)
+            answer = self.call_executor(header, body, payload_bytes, fds)
         finally:
             for fd in fds:
                 os.close(fd)
-        if isinstance(reply, Response):
-            return reply
-        resp = Response(status=200, body=protocol.pack(reply, outputs),
+        if isinstance(answer, Response):
+            return answer
+        reply, reader, sock = answer
+        head = encode_header(reply)
+        resp = Response(status=200, app_iter=stream_reply(head, reader, sock, reply["payloads"]),
                         content_type="application/octet-stream")
+        resp.content_length = len(head) + sum(reply["payloads"])
         resp.headers["X-Nexe-Colocated"] = colocated
         return resp
 
@@ -149,27 +165,91 @@ class ObjectQueryMiddleware:
         except DiskFileNotExist:
             return text(404, f"/{account}/{container}/{obj} is not on device {device}")
 
-    def call_executor(self, header, payloads, fds):
+    def call_executor(self, header: dict, body, payload_bytes: int, fds: list[int]):
+        """Sends the job, its payloads copied from ``body`` in pieces, and reads
+        the reply's header -> (reply, reader, socket) with the outputs still to
+        read, or an error Response."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # The daemon enforces the job's own timeout; this one only catches a hung daemon.
         sock.settimeout(header["timeout"] + 30)
         try:
-            try:
-                sock.connect(self.socket_path)
-            except OSError as e:
-                return text(503, f"executor not reachable at {self.socket_path}: {e.strerror or e}"), []
-            protocol.send(sock, header, payloads, fds)
-            reply, outputs = protocol.Reader(sock).message()
-        except (OSError, protocol.ProtocolError) as e:
-            return text(503, f"executor failed: {e}"), []
-        finally:
+            sock.connect(self.socket_path)
+        except OSError as e:
             sock.close()
+            return text(503, f"executor not reachable at {self.socket_path}: {e.strerror or e}")
+        try:
+            protocol.send_header(sock, header, fds)
+            try:
+                copy(body, sock, payload_bytes)
+            except OSError:
+                pass   # the daemon may have refused the job (busy) without reading it: its reply says
+            reader = protocol.Reader(sock)
+            reply = reader.header()
+        except (OSError, protocol.ProtocolError) as e:
+            sock.close()
+            return text(503, f"executor failed: {e}")
         status = reply.get("status")
-        if status == "busy":
-            return text(429, f"too many jobs: {reply.get('reason', '')}"), []
         if status != "ok":
-            return text(400, f"executor refused the job: {reply.get('reason', status)}"), []
-        return reply, outputs
+            sock.close()
+            if status == "busy":
+                return text(429, f"too many jobs: {reply.get('reason', '')}")
+            return text(400, f"executor refused the job: {reply.get('reason', status)}")
+        return reply, reader, sock
+
+
+def read_exact(stream, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise protocol.ProtocolError("request body ended early")
+    return data
+
+
+def read_header(body, length: int) -> tuple[dict, int]:
+    """The executor request's header from the body -> (header, payload bytes that follow)."""
+    if length < 4:
+        raise protocol.ProtocolError("short message")
+    (size,) = struct.unpack("!I", read_exact(body, 4))
+    if size > protocol.MAX_HEADER or size > length - 4:
+        raise protocol.ProtocolError(f"header of {size} bytes does not fit")
+    try:
+        header = json.loads(read_exact(body, size))
+    except (ValueError, RecursionError):
+        raise protocol.ProtocolError("header is not JSON") from None
+    if not isinstance(header, dict):
+        raise protocol.ProtocolError("header is not a JSON object")
+    lengths = header.get("payloads", [])
+    if not isinstance(lengths, list) or not all(isinstance(n, int) and n >= 0 for n in lengths):
+        raise protocol.ProtocolError("payloads must be a list of lengths")
+    if sum(lengths) != length - 4 - size:
+        raise protocol.ProtocolError("message length does not match its header")
+    return header, sum(lengths)
+
+
+def encode_header(header: dict) -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack("!I", len(head)) + head
+
+
+def copy(body, sock: socket.socket, n: int) -> None:
+    while n > 0:
+        piece = body.read(min(n, PIECE))
+        if not piece:
+            raise protocol.ProtocolError("request body ended early")
+        sock.sendall(piece)
+        n -= len(piece)
+
+
+def stream_reply(head: bytes, reader: protocol.Reader, sock: socket.socket, lengths: list[int]) -> Iterator[bytes]:
+    """The reply to the proxy, outputs passed on in pieces as the executor sends them."""
+    try:
+        yield head
+        for n in lengths:
+            while n > 0:
+                piece = reader.exact(min(n, PIECE))
+                n -= len(piece)
+                yield piece
+    finally:
+        sock.close()
 
 
 def filter_factory(global_conf, **local_conf):
