@@ -3,7 +3,9 @@
 
     .venv/bin/python benchmarks/sandbox.py [--quick] [--no-podman]
 
-1. in-process C hello job (warm Executor: new Store + instantiate + run), p50/p99
+1. in-process C hello job (warm Executor: new Store + instantiate + run), p50/p99,
+   and the same job through the executor daemon's worker pool (what zerocloud
+   uses: unix socket, daemon, worker process, reply)
 2. zvsh end to end (a new process per job), C hello and Python hello
 3. Python 3 hello in a warm Executor
 4. native fork/exec of a C hello (compiled with cc)
@@ -19,8 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from zerolab.sandbox import Channel, Executor, Manifest, Mount  # noqa: E402
+from zerolab.zerocloud import executord, protocol  # noqa: E402
 
 BUILD = ROOT / "build"
 BENCH = BUILD / "bench"
@@ -130,6 +136,35 @@ def data_files(size):
     return raw, text
 
 
+def pool_jobs(n):
+    """C hello through a real executor daemon (two workers) over its unix socket."""
+    folder = Path(tempfile.mkdtemp(prefix="zerolab-bench-"))
+    path = str(folder / "executor.sock")
+    daemon = executord.Daemon({}, str(folder / "cache"), executord.Slots(2, 4), worker_data_limit=1 << 30)
+    executord.Handler.daemon = daemon
+    server = executord.listening_socket(path)
+    daemon.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    program = (GUESTS / "hello.wasm").read_bytes()
+    header = {"op": "run", "program": {"payload": 0}, "args": ["hello"],
+              "outputs": [{"alias": "/dev/stdout", "limit": 1 << 20}, {"alias": "/dev/stderr", "limit": 1 << 20}]}
+
+    def one():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            protocol.send(s, header, [program])
+            reply, out = protocol.Reader(s).message()
+        assert out and out[0] == b"Hello, World!\n", reply
+
+    try:
+        return timed(one, n, 50)
+    finally:
+        server.shutdown()
+        server.server_close()
+        daemon.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples")
@@ -150,6 +185,8 @@ def main():
     hello = Manifest(program=str(GUESTS / "hello.wasm"), channels=std_memory())
     assert ex.run(hello).stdout == b"Hello, World!\n"
     results["c_inproc"] = row("C hello, in-process (warm Executor)", timed(lambda: ex.run(hello), n_fast, 50))
+
+    results["c_pool"] = row("C hello, executor daemon (worker pool)", pool_jobs(n_fast))
 
     exe = native_hello()
     if exe:
@@ -212,6 +249,8 @@ def main():
         if a in results and b in results:
             print(f"  {label:<60} {results[a] / results[b]:10.1f}x")
     ratio("fork/exec native / in-process C job  (>1: sandbox faster)", "fork", "c_inproc")
+    ratio("worker pool / in-process C job (the cost of isolation)", "c_pool", "c_inproc")
+    ratio("fork/exec native / worker-pool C job  (>1: pool faster)", "fork", "c_pool")
     ratio("podman run / in-process C job", "podman", "c_inproc")
     ratio("zvsh C / in-process C job", "zvsh_c", "c_inproc")
     ratio("zvsh Python / warm in-process Python", "zvsh_py", "py_warm")

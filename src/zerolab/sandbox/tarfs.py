@@ -8,6 +8,7 @@ path, size and mtime) and may be pickled to a cache directory for one-shot CLIs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -16,6 +17,7 @@ from typing import Optional, Union
 
 
 
+@functools.lru_cache(maxsize=4096)   # every job asks again for /dev and its channels
 def inode(kind: str, path: str) -> int:
     """A stable inode number from a node's path: the same image or channel gives
     the guest the same st_ino in every run and every process (determinism)."""

@@ -77,7 +77,7 @@ class Reader:
         self.buf = bytearray()
         self.fds: list[int] = []
 
-    def _fill(self, want_fds: bool) -> None:
+    def _fill(self, want_fds: bool, want: int = 0) -> None:
         if want_fds:
             fds = array.array("i")
             data, anc, _flags, _addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(16 * fds.itemsize))
@@ -86,14 +86,16 @@ class Reader:
                     fds.frombytes(payload[:len(payload) - (len(payload) % fds.itemsize)])
             self.fds.extend(fds)
         else:
-            data = self.sock.recv(RELAY_PIECE)
+            # Sized to what is wanted: a 1 MiB receive buffer for a 4-byte
+            # header costs more than the read itself.
+            data = self.sock.recv(min(max(want, 1 << 16), RELAY_PIECE))
         if not data:
             raise ProtocolError("connection closed in the middle of a message")
         self.buf += data
 
     def exact(self, n: int, want_fds: bool = False) -> bytes:
         while len(self.buf) < n:
-            self._fill(want_fds)
+            self._fill(want_fds, n - len(self.buf))
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
@@ -127,7 +129,7 @@ class Reader:
         while n > 0:
             if not self.buf:
                 try:
-                    self._fill(False)
+                    self._fill(False, n)
                 except OSError as e:   # the source side failed (a timeout included)
                     raise ProtocolError(f"reading: {e}") from None
             piece = bytes(self.buf[:min(n, RELAY_PIECE)])

@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from zerolab.sandbox import Channel, Executor, Manifest, tarfs
@@ -63,8 +64,16 @@ class JobRunner:
         digest = hashlib.sha256(data).hexdigest()
         folder = os.path.join(self.cache_dir, kind)
         path = os.path.join(folder, digest)
-        if os.path.exists(path):
-            os.utime(path)   # recently used: the daemon prunes the oldest first
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            # Recently used: the daemon prunes the least recently used first.
+            # Only the access time moves (the module cache keys on mtime),
+            # and at most hourly.
+            if time.time() - st.st_atime > 3600:
+                os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
         else:
             os.makedirs(folder, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
