@@ -149,6 +149,14 @@ def running_worker(before_cpu):
     raise AssertionError("no worker is running the job")
 
 
+def settled(path):
+    """Waits until every worker is started and idle (a starting worker burns CPU too)."""
+    deadline = time.monotonic() + 60
+    while ping(path)["workers_idle"] < ping(path)["workers"]:
+        assert time.monotonic() < deadline, ping(path)
+        time.sleep(0.05)
+
+
 def cpu_times():
     out = {}
     for pid in worker_pids():
@@ -159,6 +167,7 @@ def cpu_times():
 
 @pytest.mark.parametrize("sig, words", [(9, "SIGKILL"), (6, "SIGABRT")])
 def test_a_worker_that_dies_ends_one_job_and_the_daemon_serves_on(daemon, guests, sig, words):
+    settled(daemon)
     lost = ping(daemon)["workers_lost"]
     before = cpu_times()
     t, box = run_in_thread(daemon, {"op": "run", "program": {"payload": 0}, "args": ["m", "loop"],
@@ -178,6 +187,7 @@ def test_a_worker_that_dies_ends_one_job_and_the_daemon_serves_on(daemon, guests
 def test_a_worker_stuck_in_the_host_is_stopped_at_the_deadline(daemon, guests):
     # SIGSTOP stands for a host call that never returns: the guest's own
     # deadline (an epoch interrupt) cannot fire there; the daemon's must.
+    settled(daemon)
     before = cpu_times()
     t, box = run_in_thread(daemon, {"op": "run", "program": {"payload": 0}, "args": ["m", "loop"],
                                     "timeout": 2, "outputs": OUTS}, [(guests / "misbehave.wasm").read_bytes()])

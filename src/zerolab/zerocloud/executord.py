@@ -265,7 +265,7 @@ class Daemon:
 
     def status(self) -> dict:
         return {"status": "ok", "jobs": self.jobs, "sysimages": sorted(self.sysimages),
-                "workers": self.pool.size, "workers_lost": self.pool.lost,
+                "workers": self.pool.size, "workers_idle": self.pool.idle.qsize(), "workers_lost": self.pool.lost,
                 "workers_started": self.pool.started}
 
     def after_job(self) -> None:
