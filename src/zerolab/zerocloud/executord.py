@@ -24,6 +24,7 @@ once the socket listens and the workers are warm; with socket activation
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import configparser
 import os
 import queue
@@ -376,9 +377,31 @@ class Handler(socketserver.BaseRequestHandler):
             pass  # the object server gave up (its own timeout); nothing to tell
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class Server(socketserver.UnixStreamServer):
+    """Connections are handled by a fixed set of threads, started once (a new
+    thread per job cost more than a small job's run).  Enough of them for every
+    slot and queue place, plus a few to answer "busy" at once."""
+
     request_queue_size = 128
+    threads = 32
+
+    def process_request(self, request, client_address) -> None:
+        if not hasattr(self, "_handlers"):
+            self._handlers = concurrent.futures.ThreadPoolExecutor(self.threads, "executord")
+        self._handlers.submit(self._handle, request, client_address)
+
+    def _handle(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        if hasattr(self, "_handlers"):
+            self._handlers.shutdown(wait=False)
 
 
 def listening_socket(path: str) -> Server:
@@ -442,6 +465,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     Handler.daemon = daemon
     server = listening_socket(conf["socket"])
+    server.threads = conf["maxpool"] + conf["maxqueue"] + 8
     daemon.start()
     sys.stderr.write(f"executord: listening on {conf['socket']}, {conf['maxpool']} workers warm in "
                      f"{time.monotonic() - started:.1f} s, maxqueue {conf['maxqueue']}, "
