@@ -67,21 +67,21 @@ start_libvirt() {
             || die "systemctl start libvirtd failed; see 'journalctl -u libvirtd'"
         return 0
     fi
-    local started=()
+    local daemons_started=()
     if ! pgrep -x virtlogd >/dev/null; then
         is_root || die "virtlogd is not running and only root can start it: rerun as root"
         virtlogd -d || die "virtlogd -d failed to start"
-        started+=(virtlogd)
+        daemons_started+=(virtlogd)
     fi
     if ! pgrep -x libvirtd >/dev/null; then
         is_root || die "libvirtd is not running and only root can start it: rerun as root"
         libvirtd -d || die "libvirtd -d failed to start; run 'libvirtd' in a terminal to see why"
-        started+=(libvirtd)
+        daemons_started+=(libvirtd)
     fi
-    if [ "${#started[@]}" -gt 0 ]; then
-        say "started ${started[*]} (no init system here)"
+    if [ "${#daemons_started[@]}" -gt 0 ]; then
+        say "started ${daemons_started[*]} (no init system here)"
         mkdir -p "$(dirname "$ZEROLAB_LIBVIRT_STARTED")"
-        printf '%s\n' "${started[@]}" >> "$ZEROLAB_LIBVIRT_STARTED"
+        printf '%s\n' "${daemons_started[@]}" >> "$ZEROLAB_LIBVIRT_STARTED"
     fi
     local deadline=$((SECONDS + 30))
     until virsh -c qemu:///system version >/dev/null 2>&1; do
