@@ -26,7 +26,6 @@ def test_not_enough_memory_names_the_machines_and_the_fix():
 
 
 def test_running_machines_need_no_more_memory():
-    lab = inventory.load()
     huge = [inventory.Machine("sandbox1", "192.168.56.10", 10**9, 1, ["sandbox"])]
     assert vagrantlab.check_memory(huge, running={"sandbox1"}).startswith("0 MiB")
 

@@ -24,9 +24,10 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 ARTIFACTS = Path(os.environ.get("ZEROLAB_ARTIFACTS", "/tmp/zerolab-artifacts")) / "pxe"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -138,7 +139,7 @@ class PxeClient:
             memory_mb=self.memory_mb, accel=self.accel,
         )
 
-    def start(self) -> "PxeClient":
+    def start(self) -> PxeClient:
         if not Path(f"/sys/class/net/{self.bridge}/bridge").exists():
             raise RuntimeError(f"{self.bridge} is not a bridge on this host")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,7 @@ class PxeClient:
         if Path(f"/sys/class/net/{self.tap}").exists():
             _ip("link", "delete", self.tap)
 
-    def __enter__(self) -> "PxeClient":
+    def __enter__(self) -> PxeClient:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -266,7 +267,7 @@ def dhcp_probe(bridge: str, mac: str, arch: int, user_class: str | None = None, 
             sock.settimeout(left)
             try:
                 packet, _ = sock.recvfrom(4096)
-            except socket.timeout:
+            except TimeoutError:
                 break
             try:
                 reply = parse_reply(packet)

@@ -35,7 +35,9 @@ def test_a_fresh_executor_gives_the_same_bytes(executor, python_image, tmp_path)
     # what this process ran before: a new Executor indexes the image anew (its
     # cache dir only gets the compiled modules, to spare a 2-second compile)
     import shutil
+
     from zerolab.sandbox import Executor
+
     from .conftest import CACHE
     for cwasm in CACHE.glob("*.cwasm"):
         shutil.copy(cwasm, tmp_path)

@@ -3,7 +3,7 @@ reported with their line numbers, and serialization round-trips."""
 
 import pytest
 
-from zerolab.sandbox import Channel, Manifest, ManifestError, NVRAM
+from zerolab.sandbox import NVRAM, Channel, Manifest, ManifestError
 from zerolab.sandbox.manifest import Mount, parse_int
 
 # The manifest zvsh saved in the seed post ("IO Operations in ZeroVM"), after its sed edits.

@@ -4,7 +4,7 @@ read or written before stays; the report names the limit (exit code 8)."""
 
 import pytest
 
-from zerolab.sandbox import QUOTA, OK, Channel
+from zerolab.sandbox import OK, QUOTA, Channel
 
 from .conftest import G, job
 

@@ -6,9 +6,19 @@ import os
 import pytest
 import wasmtime
 
-from zerolab.sandbox import (BAD_INPUT, BAD_MANIFEST, CRASH, GUEST_EXIT, INVALID_PROGRAM, MEMORY,
-                             OK, TIMEOUT, Channel, Manifest)
-from zerolab.sandbox import wasi
+from zerolab.sandbox import (
+    BAD_INPUT,
+    BAD_MANIFEST,
+    CRASH,
+    GUEST_EXIT,
+    INVALID_PROGRAM,
+    MEMORY,
+    OK,
+    TIMEOUT,
+    Channel,
+    Manifest,
+    wasi,
+)
 
 from .conftest import G, job, python_job
 
@@ -221,6 +231,7 @@ def test_bogus_pointers_get_efault_not_a_host_crash(executor, tmp_path):
 def test_image_index_cache_is_shared_by_every_name_of_the_file(python_image, tmp_path, monkeypatch):
     # regression: an index cached under a relative name broke jobs run elsewhere
     from zerolab.sandbox import Executor
+
     from .conftest import CACHE
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "py.tar").symlink_to(python_image)

@@ -2,9 +2,9 @@
 and the C guests (built by scripts/build-guests when missing)."""
 
 import os
-import sys
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path

@@ -35,7 +35,7 @@ class Evidence:
         return self.host.run("journalctl -u dnsmasq --no-pager -o cat").stdout
 
     def access_log(self):
-        return self.host.run(f"cat /var/log/lighttpd/access.log 2>/dev/null").stdout
+        return self.host.run("cat /var/log/lighttpd/access.log 2>/dev/null").stdout
 
     def leased_ips(self, mac):
         """Every address dnsmasq acknowledged to this MAC (firmware, then installer)."""

@@ -22,7 +22,7 @@ def boot_until_preseed(evidence, bridge, name, mac, firmware, preseed):
         try:
             wait_for(preseed_fetched, BOOT_TIMEOUT, interval=2, what=f"{name}: preseed GET")
         except TimeoutError:
-            raise AssertionError(f"{name}: no preseed GET; console tail:\n{vm.console_text()[-3000:]}")
+            raise AssertionError(f"{name}: no preseed GET; console tail:\n{vm.console_text()[-3000:]}") from None
         elapsed = vm.elapsed()
     print(f"{name}: power-on to preseed GET {elapsed:.0f} s (console: {vm.console})")
     return evidence.leased_ips(mac), since

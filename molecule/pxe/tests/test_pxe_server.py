@@ -54,7 +54,7 @@ def test_tftp_serves_the_loaders_and_the_installer_kernel(host, path):
 
 
 def test_tftp_refuses_a_missing_file():
-    with pytest.raises(Exception):
+    with pytest.raises(tftpy.TftpException, match="not found|File not found"):
         tftp_get("no/such/file")
 
 

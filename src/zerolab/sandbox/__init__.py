@@ -5,9 +5,23 @@
     report = ex.run(Manifest(program="hello.wasm", channels=[...]), stdin=b"")
 """
 
-from .executor import (BAD_INPUT, BAD_MANIFEST, CRASH, EXIT_NAMES, GUEST_EXIT, INTERNAL,
-                       INVALID_PROGRAM, MEMORY, OK, QUOTA, TIMEOUT, USAGE, ChannelReport,
-                       Executor, Report)
+from .executor import (
+                       BAD_INPUT,
+                       BAD_MANIFEST,
+                       CRASH,
+                       EXIT_NAMES,
+                       GUEST_EXIT,
+                       INTERNAL,
+                       INVALID_PROGRAM,
+                       MEMORY,
+                       OK,
+                       QUOTA,
+                       TIMEOUT,
+                       USAGE,
+                       ChannelReport,
+                       Executor,
+                       Report,
+)
 from .manifest import Channel, Manifest, ManifestError, Mount
 from .nvram import NVRAM
 

@@ -19,8 +19,9 @@ import posixpath
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Union
+from typing import Union
 
 import wasmtime
 
@@ -62,7 +63,7 @@ class ChannelReport:
     read_bytes: int = 0
     writes: int = 0
     write_bytes: int = 0
-    etag: Optional[str] = None
+    etag: str | None = None
 
 
 @dataclass
@@ -78,18 +79,18 @@ class Report:
     cpu_user: float = 0.0
     cpu_sys: float = 0.0
     wasi_calls: int = 0
-    memory_etag: Optional[str] = None   # when Memory's etag field is 1
+    memory_etag: str | None = None   # when Memory's etag field is 1
 
     @property
     def ok(self) -> bool:
         return self.exit_code == OK
 
     @property
-    def stdout(self) -> Optional[bytes]:
+    def stdout(self) -> bytes | None:
         return self.outputs.get("/dev/stdout")
 
     @property
-    def stderr(self) -> Optional[bytes]:
+    def stderr(self) -> bytes | None:
         return self.outputs.get("/dev/stderr")
 
     @property
@@ -124,7 +125,7 @@ class ProgramError(Exception):
 class Executor:
     """Runs jobs.  Thread-safe: several threads may call run() at once."""
 
-    def __init__(self, cache_dir: Optional[str] = None, max_modules: int = 64, max_images: int = 16):
+    def __init__(self, cache_dir: str | None = None, max_modules: int = 64, max_images: int = 16):
         config = wasmtime.Config()
         config.epoch_interruption = True
         # A linear memory that never moves lets the host keep its base address.
@@ -196,7 +197,7 @@ class Executor:
                 self._by_name = {k: v for k, v in self._by_name.items() if v[2] is not old}
         return module
 
-    def _load_uncached(self, host_path: str, member: Optional[str], key: tuple, program: str):
+    def _load_uncached(self, host_path: str, member: str | None, key: tuple, program: str):
         """Compiles, or loads a serialized module from cache_dir.  The disk cache is
         content-addressed (sha256 of the wasm), so a copy of a known program (zvsh's
         boot.1 in a new save dir) is not compiled again; a small by-stat entry maps
@@ -228,7 +229,7 @@ class Executor:
         self._check_program(module, program)
         return module
 
-    def _read_program(self, host_path: str, member: Optional[str], program: str) -> bytes:
+    def _read_program(self, host_path: str, member: str | None, program: str) -> bytes:
         try:
             if member is None:
                 with open(host_path, "rb") as f:
@@ -256,7 +257,7 @@ class Executor:
         if "_start" not in [e.name for e in module.exports]:
             raise ProgramError(f"program {program} has no _start (not a WASI command)")
 
-    def _deserialize(self, digest: str) -> Optional[wasmtime.Module]:
+    def _deserialize(self, digest: str) -> wasmtime.Module | None:
         # Only files this code wrote are read back: cache_dir must be private to
         # the user (deserializing is trusting the bytes to be wasmtime's own).
         path = os.path.join(self.cache_dir, f"{digest}.cwasm")
@@ -317,9 +318,9 @@ class Executor:
         return image
 
     # ------------------------------------------------------------------ run
-    def run(self, manifest: Manifest, stdin: Optional[bytes] = None,
-            images: Iterable[ImageSpec] = (), args: Optional[list[str]] = None,
-            env: Optional[dict[str, str]] = None) -> Report:
+    def run(self, manifest: Manifest, stdin: bytes | None = None,
+            images: Iterable[ImageSpec] = (), args: list[str] | None = None,
+            env: dict[str, str] | None = None) -> Report:
         """Runs one job and returns its Report (never raises for a bad job).
 
         ``stdin``: bytes for /dev/stdin (replaces that channel's uri for this run).
@@ -350,7 +351,7 @@ class Executor:
         nvram_channel = manifest.channel("/dev/nvram")
         if nvram_channel is not None and isinstance(nvram_channel.uri, str) and nv_args is None:
             try:
-                with open(nvram_channel.uri, "r", encoding="utf-8") as f:
+                with open(nvram_channel.uri, encoding="utf-8") as f:
                     nv = NVRAM.parse(f.read(), source=nvram_channel.uri)
             except OSError as e:
                 return failure(BAD_INPUT, f"nvram {nvram_channel.uri}: {e.strerror}")
@@ -554,7 +555,7 @@ class Executor:
             report.exit_code, report.exit_state = QUOTA, f"quota: {run.quota_hit}"
 
 
-def wasi_channel_report(ch: wasi.ChannelState, etag: Optional[str]) -> ChannelReport:
+def wasi_channel_report(ch: wasi.ChannelState, etag: str | None) -> ChannelReport:
     return ChannelReport(ch.alias, ch.gets, ch.get_bytes, ch.puts, ch.put_bytes, etag)
 
 
@@ -596,7 +597,7 @@ def job_seed(manifest: Manifest, args: list[str], env: dict[str, str]) -> bytes:
     return hashlib.sha256("\n".join(parts).encode()).digest()
 
 
-def split_program(program: str) -> tuple[Optional[str], Optional[str]]:
+def split_program(program: str) -> tuple[str | None, str | None]:
     """``/a/b.wasm`` -> (that path, None); ``/a/python.tar/bin/python`` ->
     ("/a/python.tar", "bin/python") when /a/python.tar is a file."""
     if os.path.isfile(program):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Union
 
 VERSION = "20130611"
 # zvsh's defaults: 4 GiB limits mean "no limit" for a 32-bit guest.
@@ -40,7 +40,7 @@ ChannelURI = Union[str, bytes, bytearray, io.BytesIO, None]
 class ManifestError(ValueError):
     """A manifest that cannot be run.  str() is one line naming what is wrong."""
 
-    def __init__(self, message: str, line: Optional[int] = None, source: str = "manifest"):
+    def __init__(self, message: str, line: int | None = None, source: str = "manifest"):
         self.line = line
         self.source = source
         where = f"{source} line {line}" if line is not None else source
@@ -108,7 +108,7 @@ class Channel:
             self.uri_text(), self.alias, self.type, self.etag,
             self.gets, self.get_size, self.puts, self.put_size)
 
-    def validate(self, line: Optional[int] = None, source: str = "manifest") -> None:
+    def validate(self, line: int | None = None, source: str = "manifest") -> None:
         def fail(msg: str) -> None:
             raise ManifestError(msg, line, source)
         if not isinstance(self.alias, str) or not self.alias.startswith("/"):
@@ -148,18 +148,18 @@ class Manifest:
     timeout: int = DEFAULT_TIMEOUT
     memory: int = DEFAULT_MEMORY
     channels: list[Channel] = field(default_factory=list)
-    node: Optional[int] = 1
+    node: int | None = 1
     etag: int = 0
     version: str = VERSION
-    args: Optional[list[str]] = None
-    env: Optional[dict[str, str]] = None
-    mounts: Optional[list[Mount]] = None
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    mounts: list[Mount] | None = None
     extra: dict[str, str] = field(default_factory=dict)  # tolerated keys (Job, NameServer, ...)
     source: str = "manifest"  # where it came from, for error messages
 
     # ------------------------------------------------------------------ parse
     @classmethod
-    def parse(cls, text: str, source: str = "manifest") -> "Manifest":
+    def parse(cls, text: str, source: str = "manifest") -> Manifest:
         values: dict[str, tuple[int, str]] = {}
         channels: list[tuple[int, str]] = []
         extra: dict[str, str] = {}
@@ -236,9 +236,9 @@ class Manifest:
                    node=node, etag=etag, extra=extra, source=source)
 
     @classmethod
-    def load(cls, path: str) -> "Manifest":
+    def load(cls, path: str) -> Manifest:
         try:
-            with open(path, "r", encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 text = f.read(512 * 1024 + 1)
         except OSError as e:
             raise ManifestError(f"cannot read: {e.strerror}", None, path) from None
@@ -279,14 +279,14 @@ class Manifest:
                 raise ManifestError(f"duplicate channel alias {c.alias}")
             seen.add(c.alias)
 
-    def channel(self, alias: str) -> Optional[Channel]:
+    def channel(self, alias: str) -> Channel | None:
         for c in self.channels:
             if c.alias == alias:
                 return c
         return None
 
 
-def parse_channel(value: str, line: Optional[int] = None, source: str = "manifest") -> Channel:
+def parse_channel(value: str, line: int | None = None, source: str = "manifest") -> Channel:
     tokens = [t.strip() for t in value.split(",")]
     if len(tokens) != 8:
         raise ManifestError(
@@ -309,6 +309,6 @@ def parse_channel(value: str, line: Optional[int] = None, source: str = "manifes
     return channel
 
 
-def os_path(uri: ChannelURI) -> Optional[str]:
+def os_path(uri: ChannelURI) -> str | None:
     """The host path of a channel, if it has one."""
     return os.fspath(uri) if isinstance(uri, str) else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .manifest import ManifestError, Mount
 
@@ -36,7 +35,7 @@ class NVRAM:
     env: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
     mapping: dict[str, str] = field(default_factory=dict)  # alias -> "char" | "file"
-    verbosity: Optional[int] = None
+    verbosity: int | None = None
 
     def dumps(self) -> str:
         out = ["[args]", "args = " + " ".join(escape(a) for a in self.args)]
@@ -55,7 +54,7 @@ class NVRAM:
         return "\n".join(out) + "\n"
 
     @classmethod
-    def parse(cls, text: str, source: str = "nvram") -> "NVRAM":
+    def parse(cls, text: str, source: str = "nvram") -> NVRAM:
         nv = cls()
         section = None
         for number, raw in enumerate(text.splitlines(), start=1):

@@ -13,8 +13,7 @@ import hashlib
 import os
 import posixpath
 import tarfile
-from typing import Optional, Union
-
+from typing import Union
 
 
 @functools.lru_cache(maxsize=4096)   # every job asks again for /dev and its channels
@@ -29,7 +28,7 @@ class Dir:
     kind = "dir"
 
     def __init__(self, mtime: int = 0, ino: int = 0):
-        self.children: dict[str, "Node"] = {}
+        self.children: dict[str, Node] = {}
         self.mtime = mtime
         self.ino = ino
 
@@ -44,7 +43,7 @@ class File:
         self.size = size
         self.mtime = mtime
         self.ino = ino
-        self.image: Optional["Image"] = None  # set when mounted
+        self.image: Image | None = None  # set when mounted
 
 
 class Symlink:
@@ -70,7 +69,7 @@ class Image:
         self.path = path
         self.root = root
         self.key = key
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
     @property
     def fd(self) -> int:
@@ -91,7 +90,7 @@ class Image:
         # An image dropped from a bounded cache closes its file once no job uses it.
         self.close()
 
-    def lookup(self, path: str) -> Optional[Node]:
+    def lookup(self, path: str) -> Node | None:
         """Finds a member by path (relative to the image root), following symlinks."""
         return resolve(self.root, path)
 
@@ -188,7 +187,7 @@ def _mkdirs(root: Dir, path: str) -> Dir:
 MAX_SYMLINKS = 40
 
 
-def resolve(root: Dir, path: str, follow_last: bool = True, budget: Optional[list[int]] = None) -> Optional[Node]:
+def resolve(root: Dir, path: str, follow_last: bool = True, budget: list[int] | None = None) -> Node | None:
     """Walks ``path`` (relative to root; '..' cannot climb above root) following symlinks.
     Returns None when any component is missing, or after MAX_SYMLINKS links."""
     if budget is None:

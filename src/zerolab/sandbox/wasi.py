@@ -25,7 +25,7 @@ import posixpath
 import stat as stat_mod
 import struct
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import wasmtime
 
@@ -91,7 +91,7 @@ class GuestExit(Exception):
 class ChannelState:
     """A declared channel during one run: its backing, positions and counters."""
 
-    def __init__(self, spec: Channel, host_fd: Optional[int] = None, own_fd: bool = False,
+    def __init__(self, spec: Channel, host_fd: int | None = None, own_fd: bool = False,
                  data=None, size: int = 0, regular: bool = False):
         self.spec = spec
         self.alias = spec.alias
@@ -151,9 +151,9 @@ class Run:
         self.clock = 0
         self._seed = seed
         self._rand_counter = 0
-        self.quota_hit: Optional[str] = None
-        self.exit_status: Optional[int] = None   # set by proc_exit
-        self.memory: Optional[wasmtime.Memory] = None
+        self.quota_hit: str | None = None
+        self.exit_status: int | None = None   # set by proc_exit
+        self.memory: wasmtime.Memory | None = None
         self.store = None
         self.base = 0
         self.mem_len = 0
@@ -308,7 +308,7 @@ class Run:
             self.quota_hit = f"{ch.alias} {name} limit {ch.limit(name)} reached"
         return EDQUOT
 
-    def channel_read(self, ch: ChannelState, n: int, offset: Optional[int]):
+    def channel_read(self, ch: ChannelState, n: int, offset: int | None):
         """ZeroVM's read rules: the gets count is checked first, then the request
         is cut to what get_size still allows; nothing left -> EDQUOT.
         -> (errno, data)"""
@@ -338,7 +338,7 @@ class Run:
             ch.hasher.update(data)
         return ESUCCESS, data
 
-    def channel_write(self, ch: ChannelState, data: bytes, offset: Optional[int]):
+    def channel_write(self, ch: ChannelState, data: bytes, offset: int | None):
         """-> (errno, bytes written).  Data beyond put_size is cut, then EDQUOT."""
         if not data:
             return ESUCCESS, 0

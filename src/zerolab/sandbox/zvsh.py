@@ -32,8 +32,16 @@ import tempfile
 from . import tarfs
 from .cli import OneLineParser, die, executor
 from .executor import BAD_INPUT, GUEST_EXIT, INTERNAL, INVALID_PROGRAM, OK
-from .manifest import (DEFAULT_LIMIT, DEFAULT_MEMORY, DEFAULT_TIMEOUT, RND_READ_RND_WRITE,
-                       SEQ_READ_SEQ_WRITE, Channel, Manifest, Mount)
+from .manifest import (
+    DEFAULT_LIMIT,
+    DEFAULT_MEMORY,
+    DEFAULT_TIMEOUT,
+    RND_READ_RND_WRITE,
+    SEQ_READ_SEQ_WRITE,
+    Channel,
+    Manifest,
+    Mount,
+)
 from .nvram import NVRAM
 
 ENV_MATCH = re.compile(r"([_A-Z0-9]+)=(.*)")

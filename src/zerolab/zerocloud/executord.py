@@ -35,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional
 
 from zerolab.sandbox import executor as sandbox_executor
 
@@ -130,7 +129,7 @@ class Worker:
         try:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
             reply = reader.header()
-        except socket.timeout:
+        except TimeoutError:
             raise WorkerLost(failed(sandbox_executor.TIMEOUT, self.timeout_reason(header), 0)) from None
         except (OSError, protocol.ProtocolError):
             raise WorkerLost(failed(sandbox_executor.CRASH, self.death_reason(), 0)) from None
@@ -156,7 +155,7 @@ class Worker:
             return "the job's worker stopped answering"
         return f"the job's worker process {self.exit_reason()}"
 
-    def exit_reason(self) -> Optional[str]:
+    def exit_reason(self) -> str | None:
         code = self.proc.poll()
         if code is None:
             return None
@@ -213,7 +212,7 @@ class Pool:
             self.started += 1
             self.idle.put(worker)
 
-    def take(self, timeout: float) -> Optional[Worker]:
+    def take(self, timeout: float) -> Worker | None:
         try:
             return self.idle.get(timeout=timeout)
         except queue.Empty:

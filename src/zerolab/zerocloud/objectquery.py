@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 from swift.common.storage_policy import POLICIES

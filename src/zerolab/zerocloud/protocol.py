@@ -31,7 +31,6 @@ import array
 import json
 import socket
 import struct
-from typing import Optional
 
 MAX_HEADER = 1 << 20
 RELAY_PIECE = 1 << 20
@@ -100,7 +99,7 @@ class Reader:
         del self.buf[:n]
         return out
 
-    def header(self, want_fds: bool = False, max_payload: Optional[int] = None) -> dict:
+    def header(self, want_fds: bool = False, max_payload: int | None = None) -> dict:
         """The header alone (payloads not read yet), its payload lengths checked."""
         (size,) = struct.unpack("!I", self.exact(4, want_fds))
         if size > MAX_HEADER:
@@ -119,7 +118,7 @@ class Reader:
             raise ProtocolError(f"payloads of {sum(lengths)} bytes are more than the limit of {max_payload}")
         return header
 
-    def message(self, want_fds: bool = False, max_payload: Optional[int] = None) -> tuple[dict, list[bytes]]:
+    def message(self, want_fds: bool = False, max_payload: int | None = None) -> tuple[dict, list[bytes]]:
         header = self.header(want_fds, max_payload)
         return header, [self.exact(n) for n in header.get("payloads", [])]
 
