@@ -22,6 +22,7 @@ import ctypes
 import hashlib
 import os
 import posixpath
+import re
 import stat as stat_mod
 import struct
 import threading
@@ -962,6 +963,15 @@ def open_host_channel(spec: Channel) -> ChannelState:
         state = ChannelState(spec, fd, own_fd=False, size=st.st_size if regular else 0,
                              regular=False)
         return state
+    passed = re.fullmatch(r"/proc/self/fd/(\d+)", uri)
+    if passed and not spec.writable:
+        # A descriptor handed over by the caller (the object server's data
+        # file): used as it is, not reopened, so the file's own permissions
+        # do not matter to the executor's user.
+        fd = os.dup(int(passed.group(1)))
+        st = os.fstat(fd)
+        regular = stat_mod.S_ISREG(st.st_mode)
+        return ChannelState(spec, fd, own_fd=True, size=st.st_size if regular else 0, regular=regular)
     if spec.writable:
         flags = os.O_CREAT | (os.O_RDWR if spec.readable else os.O_WRONLY)
         if not spec.readable and spec.type == 0:

@@ -470,6 +470,13 @@ def main(argv=None) -> int:
                      f"{time.monotonic() - started:.1f} s, maxqueue {conf['maxqueue']}, "
                      f"images {', '.join(conf['sysimages']) or 'none'}\n")
     notify_ready()
+
+    def stop(signum, frame):
+        # Workers go with the daemon (they die with it anyway: PDEATHSIG), but
+        # killed and reaped here systemd sees the unit empty at once.
+        daemon.close()
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     finally:

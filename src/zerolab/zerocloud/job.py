@@ -5,6 +5,23 @@ Pure Python, no Swift: parse() and parse_script() turn request bodies into
 Node objects or raise JobError (an HTTP status and a one-line reason);
 expand() turns Nodes into the Instances that run, given the object names a
 wildcard matched.
+
+A job description is hostile until proven otherwise: everything here costs
+time and memory in proportion to the body (which the proxy caps at
+zerovm_maxconfig bytes) or to zerovm_maxnodes, never more.  The limits:
+
+* nesting deeper than MAX_DEPTH (32) levels: 400, found by a scan of the text
+  before json.loads (whose recursion a deep body would otherwise exhaust);
+* per node: MAX_ARGS arguments, a command line of MAX_ARGS_TEXT characters
+  (shlex is slow on long text), MAX_ENV variables, one of each device, and
+  no more ``connect`` entries than the job may have nodes: 400;
+* per path: MAX_STARS ``*`` and Swift's own name lengths (object 1024 bytes,
+  account and container 256): 400;
+* instances: ``count``, fan-out and nodes together at most zerovm_maxnodes,
+  checked before any Instance is built: 413.
+
+Wildcards are matched by glob_match(), linear in the name's length (no
+regular expression, so nothing backtracks).
 """
 
 from __future__ import annotations
@@ -12,8 +29,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from itertools import accumulate
 
 # Device names a node may declare, and the channel alias each one gets.
 DEVICE_ALIASES = {
@@ -33,9 +51,31 @@ NODE_KEYS = {"name", "exec", "devices", "file_list", "count", "connect", "replic
              "location"}
 EXEC_KEYS = {"path", "name", "args", "env"}
 DEVICE_KEYS = {"name", "device", "path", "content_type", "meta", "mode", "min_size"}
-NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+NAME = re.compile(r"[A-Za-z0-9_]{1,64}")          # fullmatch: "$" would let a trailing newline in
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 CONNECT_PREFIX = "/dev/in-"
+
+MAX_DEPTH = 32
+MAX_ARGS = 256
+MAX_ARGS_TEXT = 4096
+MAX_ENV = 128
+MAX_STARS = 16
+MAX_CONTENT_TYPE = 256
+# Swift's own limits (constraints.py): longer names could never be read or written.
+MAX_OBJECT_NAME = 1024
+MAX_CONTAINER_NAME = 256
+MAX_ACCOUNT_NAME = 256
+# The highest zerovm_maxnodes a proxy accepts: what a job may cost is stated
+# in terms of it (proxy.py), so it must not be unbounded.
+MAX_NODES = 1000
+
+# A JSON string (possessive, and its closing quote optional, so that an
+# unterminated string is consumed once instead of retried from every quote),
+# and what is left after strings are gone that is not a bracket.
+JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
+NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class JobError(Exception):
@@ -51,6 +91,44 @@ def bad(reason: str) -> JobError:
     return JobError(400, reason)
 
 
+def too_many_nodes(reason: str) -> JobError:
+    return JobError(413, reason)
+
+
+def shown(names: list[str], most: int = 5) -> str:
+    """Names a caller chose, for a reason: quoted (a newline stays one line), and a few."""
+    text = ", ".join(f"{n!r:.40}" for n in names[:most])
+    return text + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+# ------------------------------------------------------------------ wildcards
+def glob_match(pattern: str, text: str) -> list[str] | None:
+    """The texts each ``*`` of ``pattern`` matched in ``text``, or None.
+
+    ``*`` matches any text (``/`` and newlines too); nothing else is special.
+    The literal pieces between stars are found left to right with str.find,
+    each at its leftmost place: for ``*``-only patterns that finds a match
+    whenever there is one, in time linear in len(text) per piece, where a
+    regular expression of ``.*`` would backtrack exponentially."""
+    pieces = pattern.split("*")
+    if len(pieces) == 1:
+        return [] if text == pattern else None
+    first, last = pieces[0], pieces[-1]
+    end = len(text) - len(last)
+    if end < len(first) or not text.startswith(first) or not text.endswith(last):
+        return None
+    matched = []
+    pos = len(first)
+    for piece in pieces[1:-1]:
+        at = text.find(piece, pos, end)
+        if at < 0:
+            return None
+        matched.append(text[pos:at])
+        pos = at + len(piece)
+    matched.append(text[pos:end])
+    return matched
+
+
 @dataclass(frozen=True)
 class SwiftPath:
     """swift://account/container/object (object may contain / and *)."""
@@ -60,22 +138,38 @@ class SwiftPath:
     obj: str
 
     @classmethod
-    def parse(cls, text: str, what: str) -> "SwiftPath":
+    def parse(cls, text: str, what: str) -> SwiftPath:
         if not text.startswith("swift://"):
-            raise bad(f"{what}: {text!r} is not a swift://account/container/object path")
+            raise bad(f"{what}: {text!r:.200} is not a swift://account/container/object path")
         parts = text[len("swift://"):].split("/", 2)
         if len(parts) != 3 or not all(parts):
-            raise bad(f"{what}: {text!r} must name an object: swift://account/container/object")
-        if "*" in parts[0] or "*" in parts[1]:
-            raise bad(f"{what}: wildcards are only allowed in the object name: {text!r}")
-        return cls(*parts)
+            raise bad(f"{what}: {text!r:.200} must name an object: swift://account/container/object")
+        account, container, obj = parts
+        if "*" in account or "*" in container:
+            raise bad(f"{what}: wildcards are only allowed in the object name: {text!r:.200}")
+        if CONTROL.search(text):
+            raise bad(f"{what}: {text!r:.200} has a control character; Swift names are printable text")
+        # Measured in UTF-8 bytes as Swift does; a lone surrogate cannot be encoded at all.
+        try:
+            sizes = [len(p.encode("utf-8")) for p in parts]
+        except UnicodeEncodeError:
+            raise bad(f"{what}: {text!r:.200} is not valid Unicode text") from None
+        for size, limit, kind in zip(sizes, (MAX_ACCOUNT_NAME, MAX_CONTAINER_NAME, MAX_OBJECT_NAME),
+                                     ("account", "container", "object")):
+            if size > limit:
+                raise bad(f"{what}: the {kind} name is {size} bytes, more than Swift's limit of {limit}")
+        stars = obj.count("*")
+        if stars > MAX_STARS:
+            raise bad(f"{what}: {stars} wildcards in one path, more than {MAX_STARS}; use fewer *")
+        return cls(account, container, obj)
 
     @property
     def wildcard(self) -> bool:
         return "*" in self.obj
 
-    def matcher(self) -> re.Pattern:
-        return re.compile("^" + ".*".join(re.escape(p) for p in self.obj.split("*")) + "$")
+    def match(self, name: str) -> list[str] | None:
+        """What each ``*`` of the object name matched in ``name``, or None."""
+        return glob_match(self.obj, name)
 
     @property
     def prefix(self) -> str:
@@ -90,9 +184,9 @@ class SwiftPath:
 class Program:
     """What a node executes: a wasm object in Swift, or a file in a system image."""
 
-    swift: Optional[SwiftPath] = None
-    image: Optional[str] = None      # system image name (file://IMAGE:PATH)
-    path: Optional[str] = None       # member path inside that image
+    swift: SwiftPath | None = None
+    image: str | None = None      # system image name (file://IMAGE:PATH)
+    path: str | None = None       # member path inside that image
 
     def __str__(self) -> str:
         return str(self.swift) if self.swift else f"file://{self.image}:{self.path}"
@@ -110,20 +204,20 @@ def parse_program(text, sysimages: set[str], what: str) -> Program:
         rest = text[len("file://"):]
         image, sep, member = rest.partition(":")
         if not sep or not image or not member:
-            raise bad(f"{what}: {text!r}: use file://IMAGE:PATH with a system image name")
+            raise bad(f"{what}: {text!r:.200}: use file://IMAGE:PATH with a system image name")
         if image not in sysimages:
             known = ", ".join(sorted(sysimages)) or "none configured"
-            raise bad(f"{what}: unknown system image {image!r} (known: {known})")
+            raise bad(f"{what}: unknown system image {image!r:.80} (known: {known})")
         return Program(image=image, path=member.lstrip("/"))
-    raise bad(f"{what}: exec.path {text!r} must be swift://... or file://IMAGE:PATH")
+    raise bad(f"{what}: exec.path {text!r:.200} must be swift://... or file://IMAGE:PATH")
 
 
 @dataclass
 class Device:
     name: str
-    path: Optional[SwiftPath] = None
-    content_type: Optional[str] = None
-    data: Optional[bytes] = None     # a readable device filled from the request (script POST)
+    path: SwiftPath | None = None
+    content_type: str | None = None
+    data: bytes | None = None     # a readable device filled from the request (script POST)
 
     @property
     def alias(self) -> str:
@@ -141,16 +235,16 @@ class Node:
     devices: list[Device]
     count: int = 1
     connect: list[str] = field(default_factory=list)
-    exec_name: Optional[str] = None
+    exec_name: str | None = None
 
-    def device(self, name: str) -> Optional[Device]:
+    def device(self, name: str) -> Device | None:
         for d in self.devices:
             if d.name == name:
                 return d
         return None
 
     @property
-    def wildcard_device(self) -> Optional[Device]:
+    def wildcard_device(self) -> Device | None:
         for d in self.devices:
             if d.name in READABLE and d.path is not None and d.path.wildcard:
                 return d
@@ -168,7 +262,7 @@ class Instance:
     sources: list[str] = field(default_factory=list)   # instances whose stdout feeds us
 
     @property
-    def colocate(self) -> Optional[Device]:
+    def colocate(self) -> Device | None:
         """The device whose object this instance should run next to."""
         for name in COLOCATING:
             d = next((d for d in self.devices if d.name == name), None)
@@ -184,41 +278,64 @@ class Instance:
 
 
 # --------------------------------------------------------------------- parse
+def nesting_depth(text: str) -> int:
+    """How deep the brackets of a JSON text nest, strings left out.  Regular
+    expressions and accumulate() do the work in C: a few milliseconds for a
+    64 KiB body, however it is built."""
+    brackets = NOT_BRACKET.sub("", JSON_STRING.sub("", text))
+    return max(accumulate(map(BRACKET_STEP.__getitem__, brackets), initial=0))
+
+
 def parse(body: bytes, sysimages: set[str], max_nodes: int = 64) -> list[Node]:
     """A JSON job description -> its nodes, validated.  Raises JobError."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise bad("job description is not UTF-8 text") from None
+    if nesting_depth(text) > MAX_DEPTH:
+        raise bad(f"job description is nested deeper than {MAX_DEPTH} levels")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise bad(f"job description is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except ValueError:   # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise bad("job description is not valid JSON: a number has too many digits") from None
+    except RecursionError:   # the depth scan should have stopped it; never a 500 if it did not
+        raise bad(f"job description is nested deeper than {MAX_DEPTH} levels") from None
+    # A \ud800 escape decodes to a lone surrogate that no later step could
+    # encode (URLs, headers); the whole document is small, so check it whole.
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad("job description has a \\uXXXX escape that is not a Unicode character") from None
     if isinstance(doc, dict):
         doc = [doc]   # ZeroCloud accepted a single node too
     if not isinstance(doc, list) or not doc:
         raise bad("job description must be a non-empty JSON list of nodes")
     if len(doc) > max_nodes:
-        raise JobError(413, f"job has {len(doc)} nodes, more than the limit of {max_nodes}")
-    nodes = [parse_node(n, i, sysimages) for i, n in enumerate(doc)]
-    names = [n.name for n in nodes]
-    for name in names:
-        if names.count(name) > 1:
-            raise bad(f"node name {name!r} is used more than once")
+        raise too_many_nodes(f"job has {len(doc)} nodes, more than zerovm_maxnodes ({max_nodes})")
+    nodes = [parse_node(n, i, sysimages, max_nodes) for i, n in enumerate(doc)]
+    names: set[str] = set()
+    for n in nodes:
+        if n.name in names:
+            raise bad(f"node name {n.name!r} is used more than once")
+        names.add(n.name)
     check_connections(nodes)
+    # Before any container is listed: a count alone can be over the limit.
+    check_fixed_instances(nodes, max_nodes)
     return nodes
 
 
-def parse_node(raw, index: int, sysimages: set[str]) -> Node:
+def parse_node(raw, index: int, sysimages: set[str], max_nodes: int = 64) -> Node:
     where = f"node {index + 1}"
     if not isinstance(raw, dict):
         raise bad(f"{where}: must be a JSON object")
     unknown = sorted(set(raw) - NODE_KEYS)
     if unknown:
-        raise bad(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise bad(f"{where}: unknown key(s) {shown(unknown)}")
     name = raw.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        raise bad(f"{where}: name must be 1-64 letters, digits or _ (got {name!r})")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise bad(f"{where}: name must be 1-64 letters, digits or _ (got {name!r:.80})")
     where = f"node {name!r}"
     if raw.get("replicate", 1) != 1:
         raise bad(f"{where}: replicate other than 1 is not supported")
@@ -227,24 +344,32 @@ def parse_node(raw, index: int, sysimages: set[str]) -> Node:
         raise bad(f"{where}: exec must be an object with a path")
     unknown = sorted(set(ex) - EXEC_KEYS)
     if unknown:
-        raise bad(f"{where}: unknown exec key(s) {', '.join(unknown)}")
+        raise bad(f"{where}: unknown exec key(s) {shown(unknown)}")
     program = parse_program(ex.get("path"), sysimages, where)
     args = ex.get("args", "")
     if isinstance(args, list) and all(isinstance(a, str) for a in args):
         arg_list = list(args)
     elif isinstance(args, str):
+        if len(args) > MAX_ARGS_TEXT:
+            raise bad(f"{where}: exec.args is {len(args)} characters, more than {MAX_ARGS_TEXT}; "
+                      f"pass long data in an input object")
         try:
             arg_list = shlex.split(args)
         except ValueError as e:
             raise bad(f"{where}: exec.args: {e}") from None
     else:
         raise bad(f"{where}: exec.args must be a string (a command line)")
+    if len(arg_list) > MAX_ARGS:
+        raise bad(f"{where}: exec.args has {len(arg_list)} arguments, more than {MAX_ARGS}; "
+                  f"pass long data in an input object")
     env = ex.get("env", {})
     if not isinstance(env, dict):
         raise bad(f"{where}: exec.env must be an object of strings")
+    if len(env) > MAX_ENV:
+        raise bad(f"{where}: exec.env has {len(env)} variables, more than {MAX_ENV}")
     for k, v in env.items():
-        if not ENV_KEY.match(k) or not isinstance(v, str):
-            raise bad(f"{where}: exec.env entry {k!r} needs an identifier name and a string value")
+        if not ENV_KEY.fullmatch(k) or not isinstance(v, str):
+            raise bad(f"{where}: exec.env entry {k!r:.80} needs an identifier name and a string value")
     exec_name = ex.get("name")
     if exec_name is not None and not isinstance(exec_name, str):
         raise bad(f"{where}: exec.name must be a string")
@@ -252,13 +377,18 @@ def parse_node(raw, index: int, sysimages: set[str]) -> Node:
     raw_devices = raw.get("devices", raw.get("file_list", []))
     if not isinstance(raw_devices, list):
         raise bad(f"{where}: devices must be a list")
+    # Each device may be declared once, so there can be no more than there are names.
+    if len(raw_devices) > len(DEVICE_ALIASES):
+        raise bad(f"{where}: {len(raw_devices)} devices, more than the {len(DEVICE_ALIASES)} device names "
+                  f"({', '.join(DEVICE_ALIASES)})")
     devices = []
+    seen: set[str] = set()
     for d in raw_devices:
-        devices.append(parse_device(d, where))
-    seen = [d.name for d in devices]
-    for dname in seen:
-        if seen.count(dname) > 1:
-            raise bad(f"{where}: device {dname!r} is declared twice")
+        device = parse_device(d, where)
+        if device.name in seen:
+            raise bad(f"{where}: device {device.name!r} is declared twice")
+        seen.add(device.name)
+        devices.append(device)
     wild = [d for d in devices if d.path is not None and d.path.wildcard]
     wild_readable = [d for d in wild if d.name in READABLE]
     if len(wild_readable) > 1:
@@ -274,9 +404,15 @@ def parse_node(raw, index: int, sysimages: set[str]) -> Node:
     count = raw.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise bad(f"{where}: count must be a positive integer")
+    if count > max_nodes:
+        raise too_many_nodes(f"{where}: count {count} is more than zerovm_maxnodes ({max_nodes})")
     connect = raw.get("connect", [])
     if not isinstance(connect, list) or not all(isinstance(c, str) for c in connect):
         raise bad(f"{where}: connect must be a list of node names")
+    if len(connect) > max_nodes:
+        raise bad(f"{where}: connect has {len(connect)} entries, more than zerovm_maxnodes ({max_nodes})")
+    if len(set(connect)) != len(connect):
+        raise bad(f"{where}: connect names a node more than once")
     return Node(name=name, program=program, args=arg_list, env=dict(env), devices=devices,
                 count=count, connect=list(connect), exec_name=exec_name)
 
@@ -286,12 +422,12 @@ def parse_device(raw, where: str) -> Device:
         raise bad(f"{where}: each device must be a JSON object")
     unknown = sorted(set(raw) - DEVICE_KEYS)
     if unknown:
-        raise bad(f"{where}: unknown device key(s) {', '.join(unknown)}")
+        raise bad(f"{where}: unknown device key(s) {shown(unknown)}")
     name = raw.get("name", raw.get("device"))
     if name == "debug":
         raise bad(f"{where}: the debug (network) device is not supported")
-    if name not in DEVICE_ALIASES:
-        raise bad(f"{where}: unknown device {name!r} (allowed: {', '.join(DEVICE_ALIASES)})")
+    if not isinstance(name, str) or name not in DEVICE_ALIASES:
+        raise bad(f"{where}: unknown device {name!r:.80} (allowed: {', '.join(DEVICE_ALIASES)})")
     path = raw.get("path")
     if path is not None:
         if not isinstance(path, str):
@@ -300,8 +436,10 @@ def parse_device(raw, where: str) -> Device:
     elif name in READABLE:
         raise bad(f"{where}: device {name} is readable and needs a swift:// path")
     ctype = raw.get("content_type")
-    if ctype is not None and (not isinstance(ctype, str) or "\n" in ctype or "\r" in ctype):
-        raise bad(f"{where}: device {name} content_type must be a one-line string")
+    if ctype is not None and (not isinstance(ctype, str) or CONTROL.search(ctype)
+                              or len(ctype) > MAX_CONTENT_TYPE):
+        raise bad(f"{where}: device {name} content_type must be a one-line string of at most "
+                  f"{MAX_CONTENT_TYPE} characters")
     return Device(name=name, path=path, content_type=ctype)
 
 
@@ -313,7 +451,7 @@ def check_connections(nodes: list[Node]) -> None:
     for n in nodes:
         for dest in n.connect:
             if dest not in by_name:
-                raise bad(f"node {n.name!r} connects to unknown node {dest!r}")
+                raise bad(f"node {n.name!r} connects to unknown node {dest!r:.80}")
             if dest == n.name:
                 raise bad(f"node {n.name!r} connects to itself; only forward connections are supported")
             target = by_name[dest]
@@ -323,25 +461,49 @@ def check_connections(nodes: list[Node]) -> None:
             out = n.device("stdout")
             if out is not None and out.path is not None:
                 raise bad(f"node {n.name!r} sends its stdout to {dest!r}; its stdout cannot also have a path")
-    # cycle check: depth-first over connect edges
-    state: dict[str, int] = {}
+    stage_numbers(nodes)   # raises on a cycle
 
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 1:
-            raise bad(f"connect forms a cycle: {' -> '.join(trail + [name])}")
-        if state.get(name) == 2:
-            return
-        state[name] = 1
-        for dest in by_name[name].connect:
-            visit(dest, trail + [name])
-        state[name] = 2
 
+def stage_numbers(nodes: list[Node]) -> dict[str, int]:
+    """Each node's stage: one more than its deepest source's (0 without one).
+
+    Kahn's topological order, without recursion: a chain as long as the node
+    limit allows costs no stack.  Nodes never freed of their sources are on,
+    or after, a cycle."""
+    by_name = {n.name: n for n in nodes}
+    waiting = {n.name: 0 for n in nodes}   # sources not yet placed
     for n in nodes:
-        visit(n.name, [])
+        for dest in n.connect:
+            if dest in waiting:
+                waiting[dest] += 1
+    stage = {name: 0 for name, count in waiting.items() if count == 0}
+    ready = list(stage)
+    while ready:
+        name = ready.pop()
+        for dest in by_name[name].connect:
+            if dest not in waiting:
+                continue
+            stage[dest] = max(stage.get(dest, 0), stage[name] + 1)
+            waiting[dest] -= 1
+            if waiting[dest] == 0:
+                ready.append(dest)
+    stuck = [n.name for n in nodes if waiting[n.name] > 0]
+    if stuck:
+        shown = ", ".join(stuck[:8]) + (", ..." if len(stuck) > 8 else "")
+        raise bad(f"connect forms a cycle (nodes that would wait forever: {shown})")
+    return stage
+
+
+def check_fixed_instances(nodes: list[Node], max_nodes: int) -> None:
+    """The instances a job has before any wildcard is listed, against the limit."""
+    fixed = sum(n.count for n in nodes if n.wildcard_device is None)
+    if fixed > max_nodes:
+        raise too_many_nodes(f"job asks for {fixed} instances, more than zerovm_maxnodes ({max_nodes}); "
+                             f"lower the counts or split the job")
 
 
 # -------------------------------------------------------------------- script
-def parse_script(body: bytes, sysimages: set[str], stdin: Optional[SwiftPath] = None) -> list[Node]:
+def parse_script(body: bytes, sysimages: set[str], stdin: SwiftPath | None = None) -> list[Node]:
     """A POSTed script whose first line is ``#!file://IMAGE:PATH [args]`` (or
     ``#!swift://...``): one node running the interpreter on ``/script``, with
     the object as stdin when the POST went to an object."""
@@ -355,6 +517,8 @@ def parse_script(body: bytes, sysimages: set[str], stdin: Optional[SwiftPath] = 
     words = line.split()
     if not words:
         raise bad("the #! line names no interpreter")
+    if len(words) > MAX_ARGS:
+        raise bad(f"the #! line has {len(words)} words, more than {MAX_ARGS}")
     program = parse_program(words[0], sysimages, "script")
     name = (program.path or program.swift.obj).rsplit("/", 1)[-1] or "script"
     devices = [Device("script", data=body), Device("stdout"), Device("stderr")]
@@ -370,55 +534,61 @@ def expand(nodes: list[Node], list_objects: Callable[[SwiftPath], list[str]],
     """Nodes -> stages of Instances, in the order they must run.
 
     A node whose readable device has ``*`` becomes one instance per matching
-    object (``list_objects`` returns the names that match), named name-1, -2...;
-    ``count`` > 1 does the same without objects.  A node runs after every node
-    that connects to it; each source's stdout becomes its ``/dev/in-<source>``.
+    object (``list_objects`` returns the names that match; any that do not
+    are skipped), named name-1, -2...; ``count`` > 1 does the same without
+    objects.  A node runs after every node that connects to it; each source's
+    stdout becomes its ``/dev/in-<source>``.  The total of instances is
+    checked against ``max_nodes`` before any is built.
     """
-    instances: dict[str, list[Instance]] = {}
-    total = 0
+    check_fixed_instances(nodes, max_nodes)
+    stage = stage_numbers(nodes)
+    room = max_nodes - sum(n.count for n in nodes if n.wildcard_device is None)
+    objects: dict[str, list[str]] = {}
     for n in nodes:
         wild = n.wildcard_device
-        made = []
+        if wild is None:
+            continue
+        matching = []
+        for obj in list_objects(wild.path):
+            if isinstance(obj, str) and wild.path.match(obj) is not None and storable(obj):
+                matching.append(obj)
+                if len(matching) > room:
+                    raise too_many_nodes(f"node {n.name!r}: {wild.path} and the rest of the job make more "
+                                         f"instances than zerovm_maxnodes ({max_nodes})")
+        if not matching:
+            raise JobError(404, f"node {n.name!r}: no object matches {wild.path}")
+        room -= len(matching)
+        objects[n.name] = matching
+
+    instances: dict[str, list[Instance]] = {}
+    for n in nodes:
+        wild = n.wildcard_device
         if wild is not None:
-            names = list_objects(wild.path)
-            if not names:
-                raise JobError(404, f"node {n.name!r}: no object matches {wild.path}")
-            pattern = wild.path.matcher()
-            for i, obj in enumerate(names, start=1):
-                parts = pattern.match(obj)
-                if parts is None:   # the lister returned something the pattern does not match
-                    raise JobError(500, f"node {n.name!r}: listing returned {obj!r}")
-                made.append(Instance(f"{n.name}-{i}", n, list(n.args),
-                                     [fill(d, wild, obj) for d in n.devices]))
+            made = [Instance(f"{n.name}-{i}", n, list(n.args), [fill(d, wild, obj) for d in n.devices])
+                    for i, obj in enumerate(objects[n.name], start=1)]
         elif n.count > 1:
             made = [Instance(f"{n.name}-{i}", n, list(n.args), list(n.devices))
                     for i in range(1, n.count + 1)]
         else:
             made = [Instance(n.name, n, list(n.args), list(n.devices))]
-        total += len(made)
-        if total > max_nodes:
-            raise JobError(413, f"job expands to more than {max_nodes} nodes")
         instances[n.name] = made
     for n in nodes:
         for dest in n.connect:
             for target in instances[dest]:
                 target.sources += [i.name for i in instances[n.name]]
-    # stages: a node's stage is one more than its deepest source's
-    depth: dict[str, int] = {}
-
-    def stage_of(name: str) -> int:
-        if name not in depth:
-            sources = [m.name for m in nodes if name in m.connect]
-            depth[name] = 1 + max((stage_of(s) for s in sources), default=-1)
-        return depth[name]
-
-    stages: list[list[Instance]] = []
+    stages: list[list[Instance]] = [[] for _ in range(1 + max(stage.values(), default=-1))]
     for n in nodes:
-        s = stage_of(n.name)
-        while len(stages) <= s:
-            stages.append([])
-        stages[s].extend(instances[n.name])
+        stages[stage[n.name]].extend(instances[n.name])
     return stages
+
+
+def storable(name: str) -> bool:
+    """Whether Swift could hold an object of this name: a listing from a
+    broken backend is no reason for a 500 further on."""
+    try:
+        return 0 < len(name.encode("utf-8")) <= MAX_OBJECT_NAME
+    except UnicodeEncodeError:
+        return False
 
 
 def fill(device: Device, wild: Device, obj: str) -> Device:
@@ -429,17 +599,75 @@ def fill(device: Device, wild: Device, obj: str) -> Device:
     if device is wild:
         return Device(device.name, SwiftPath(device.path.account, device.path.container, obj),
                       device.content_type)
-    matched = stars(wild.path.obj, obj)
+    matched = wild.path.match(obj)
+    if matched is None:
+        raise ValueError(f"{obj!r} does not match {wild.path}")   # expand passes matching names only
     pieces = device.path.obj.split("*")
-    filled = pieces[0]
-    for text, piece in zip(matched, pieces[1:]):
-        filled += text + piece
+    filled = pieces[0] + "".join(text + piece for text, piece in zip(matched, pieces[1:]))
+    size = len(filled.encode("utf-8"))
+    if size > MAX_OBJECT_NAME:
+        raise bad(f"{device.name} path filled from {obj!r:.80} would be {size} bytes, "
+                  f"more than Swift's limit of {MAX_OBJECT_NAME}")
     return Device(device.name, SwiftPath(device.path.account, device.path.container, filled),
                   device.content_type)
 
 
-def stars(pattern: str, obj: str) -> list[str]:
-    """The texts each ``*`` of ``pattern`` matched in ``obj``."""
-    regex = "^" + "(.*)".join(re.escape(p) for p in pattern.split("*")) + "$"
-    m = re.match(regex, obj)
-    return list(m.groups()) if m else []
+# -------------------------------------------------------------------- budget
+class Budget:
+    """Bytes one job may make the proxy hold, counted as they arrive.
+
+    take() refuses (413, the budget's reason) the piece that would go over;
+    give_back() returns what was taken for data thrown away (a failed read,
+    a replica that is tried again)."""
+
+    def __init__(self, limit: int, reason: str):
+        self.limit = limit
+        self.reason = reason
+        self.used = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self.used
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise JobError(413, self.reason)
+        self.used += n
+
+    def give_back(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
+def collect(chunks: Iterable[bytes], limit: int, budget: Budget | None = None) -> bytes | None:
+    """The chunks joined, or None once they are more than ``limit`` bytes;
+    every chunk kept is taken from ``budget`` (JobError 413 when it runs out).
+    On None or an exception what was taken is given back: nothing is kept."""
+    budget = budget if budget is not None else Budget(limit, "")
+    kept: list[bytes] = []
+    size = 0
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                budget.give_back(size - len(chunk))
+                return None
+            budget.take(len(chunk))
+            kept.append(chunk)
+    except BaseException:
+        budget.give_back(sum(map(len, kept)))
+        raise
+    return b"".join(kept)
+
+
+# -------------------------------------------------------------------- listing
+def listing_names(body: bytes) -> list[str] | None:
+    """The object names of one page of a JSON container listing, in order, or
+    None when the body is not such a listing (a broken backend, not the
+    caller's doing).  Entries without a name Swift could store are left out."""
+    try:
+        page = json.loads(body or b"[]")
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(page, list):
+        return None
+    return [e["name"] for e in page if isinstance(e, dict) and isinstance(e.get("name"), str) and storable(e["name"])]

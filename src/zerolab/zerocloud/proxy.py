@@ -25,6 +25,37 @@ Place it after the auth middleware in the pipeline:
     [filter:zerocloud]
     paste.filter_factory = zerolab.zerocloud.proxy:filter_factory
     zerovm_sysimage_devices = python
+
+Any job, however hostile, gets a 4xx with a one-line reason naming the limit
+it hit; a 500 means a bug here (one generic line with the transaction id, the
+traceback in the log).  The limits on the job itself are in job.py; those on
+what it costs this proxy are options (DEFAULTS):
+
+* ``zerovm_maxnodes`` (64, at most job.MAX_NODES = 1000): instances of a job,
+  counts and wildcard fan-out included, checked before any is built: 413.
+* ``zerovm_max_listing`` (100000): names a wildcard may make the proxy scan
+  in its container listing (pages of 1000): 413; give a longer literal prefix
+  before the first ``*``.
+* ``zerovm_maxjobinput`` (256 MiB): programs and inputs this proxy fetches to
+  send along with a job's nodes (inputs not read where they are stored,
+  images, swift:// scripts), each object counted once per job: 413.
+* ``zerovm_maxjoboutput`` (256 MiB): outputs of all of a job's instances
+  together, counted as they arrive: the instance that goes over fails with
+  413 and no later stage runs.
+
+What a job may cost this proxy.  Memory: the body (zerovm_maxconfig), the
+parsed job and its instances (in proportion to zerovm_maxconfig and
+zerovm_maxnodes), one listing page and up to zerovm_maxnodes matching names,
+plus the programs and inputs it fetches (at most zerovm_maxjobinput: each is
+held once and sent to every instance that needs it without a copy), plus its
+outputs (at most zerovm_maxjoboutput, and about as much again while a reply
+is decoded or the answer is joined).  With the defaults that is about
+0.8 GiB per job at worst; jobs running at once add up.  Shared by all jobs:
+the program cache, at most 32 programs and 4 x zerovm_maxnexe bytes.  Time:
+parsing and matching are linear in the body and in the names listed (no
+backtracking), so a job blocks this single eventlet worker for milliseconds;
+the rest is I/O, bounded by zerovm_max_listing pages of subrequests and, per
+instance, conn_timeout plus zerovm_timeout + 30 s.
 """
 
 from __future__ import annotations
@@ -33,16 +64,17 @@ import json
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from eventlet import GreenPool, Timeout, spawn
 from swift.common.bufferedhttp import http_connect
 from swift.common.exceptions import ConnectionTimeout
 from swift.common.http import is_success
+from swift.common.registry import register_swift_info
 from swift.common.storage_policy import POLICIES
 from swift.common.swob import Request, Response
 from swift.common.utils import get_logger, split_path
-from swift.common.registry import register_swift_info
 from swift.common.wsgi import make_subrequest
 from swift.proxy.controllers.base import get_container_info
 
@@ -60,6 +92,9 @@ DEFAULTS = {
     "zerovm_maxnexe": str(64 << 20),
     "zerovm_maxnexemem": str(256 << 20),
     "zerovm_maxnodes": "64",
+    "zerovm_maxjobinput": str(256 << 20),
+    "zerovm_maxjoboutput": str(256 << 20),
+    "zerovm_max_listing": "100000",
     "zerovm_concurrency": "8",
     "zerovm_sysimage_devices": "",
     "zerovm_default_content_type": "application/octet-stream",
@@ -67,6 +102,14 @@ DEFAULTS = {
 }
 JSON_TYPES = ("application/json",)
 TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-ustar")
+# A container listing is read this many names a page: its body stays a few MiB
+# even when every name is 1024 bytes of escaped characters.
+LISTING_PAGE = 1000
+LISTING_PAGE_BYTES = 16 << 20
+# An object server's reply is read in pieces of this size, each counted
+# against the job's output budget before the next is read.
+REPLY_PIECE = 1 << 20
+PROGRAM_CACHE = 32
 
 # The sandbox's exit codes (zerolab.sandbox.executor) and the HTTP status a
 # job gets for them: the job's own result is 200 (see X-Nexe-Status/Retcode);
@@ -74,6 +117,10 @@ TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-ustar")
 OK, GUEST_EXIT, BAD_MANIFEST, BAD_INPUT, INVALID_PROGRAM, TIMEOUT, MEMORY, QUOTA, CRASH = 0, 1, 3, 4, 5, 6, 7, 8, 9
 EXIT_STATUS = {OK: 200, GUEST_EXIT: 200, CRASH: 200, TIMEOUT: 408, MEMORY: 413, QUOTA: 413,
                BAD_MANIFEST: 400, BAD_INPUT: 400, INVALID_PROGRAM: 400}
+
+
+def one_line(reason: str) -> str:
+    return " ".join(reason.split())
 
 
 def text(status: int, reason: str, headers=None) -> Response:
@@ -100,6 +147,48 @@ def raise_for_read(resp, method: str, path: SwiftPath, what: str) -> None:
                        f"{what}: {method} {path} failed: {resp.status}")
 
 
+def body_of(resp, limit: int, budget: jobs.Budget | None = None) -> bytes | None:
+    """A subrequest's body, or None when it is more than ``limit`` bytes: read
+    in the pieces it streams in, never more than limit + one piece."""
+    if resp.content_length is not None and resp.content_length > limit:
+        close(resp.app_iter)
+        return None
+    chunks: Iterable[bytes] = resp.app_iter if resp.app_iter is not None else [resp.body]
+    try:
+        return jobs.collect(chunks, limit, budget)
+    finally:
+        close(resp.app_iter)
+
+
+def close(app_iter) -> None:
+    closer = getattr(app_iter, "close", None)
+    if closer is not None:
+        closer()
+
+
+def read_reply(resp, budget: jobs.Budget) -> bytes:
+    """An object server's reply, each piece counted against the job's output
+    budget as it arrives (JobError 413 when it runs out)."""
+    length = resp.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > budget.remaining:
+        raise JobError(413, budget.reason)
+    data = jobs.collect(iter(lambda: resp.read(REPLY_PIECE), b""), budget.limit, budget)
+    if data is None:
+        raise JobError(413, budget.reason)
+    return data
+
+
+class JobCost:
+    """What one job holds in this proxy: its budgets, and the objects it fetched."""
+
+    def __init__(self, max_input: int, max_output: int):
+        self.inputs = jobs.Budget(max_input, f"programs and inputs this job has the proxy fetch exceed "
+                                             f"zerovm_maxjobinput ({max_input} bytes)")
+        self.outputs = jobs.Budget(max_output, f"outputs of this job exceed zerovm_maxjoboutput "
+                                               f"({max_output} bytes)")
+        self.fetched: dict[tuple, bytes] = {}
+
+
 class Result:
     """What happened to one instance."""
 
@@ -111,7 +200,7 @@ class Result:
         self.outputs: dict[str, bytes] = {}
         self.colocated = "0"
 
-    def fail(self, status: int, reason: str) -> "Result":
+    def fail(self, status: int, reason: str) -> Result:
         self.status, self.reason = status, reason
         return self
 
@@ -129,6 +218,16 @@ class ProxyQueryMiddleware:
         self.max_nexe = int(conf["zerovm_maxnexe"])
         self.max_memory = int(conf["zerovm_maxnexemem"])
         self.max_nodes = int(conf["zerovm_maxnodes"])
+        self.max_job_input = int(conf["zerovm_maxjobinput"])
+        self.max_job_output = int(conf["zerovm_maxjoboutput"])
+        self.max_listing = int(conf["zerovm_max_listing"])
+        # What a job may cost is stated in terms of these (module docstring):
+        # a configuration that leaves one unbounded is refused at start.
+        if not 1 <= self.max_nodes <= jobs.MAX_NODES:
+            raise ValueError(f"zerovm_maxnodes must be between 1 and {jobs.MAX_NODES} (got {self.max_nodes})")
+        for option in ("zerovm_maxjobinput", "zerovm_maxjoboutput", "zerovm_max_listing"):
+            if int(conf[option]) < 1:
+                raise ValueError(f"{option} must be a positive number (got {conf[option]})")
         self.concurrency = int(conf["zerovm_concurrency"])
         self.conn_timeout = float(conf["conn_timeout"])
         self.sysimages = set(conf["zerovm_sysimage_devices"].split())
@@ -138,7 +237,8 @@ class ProxyQueryMiddleware:
         register_swift_info("zerovm", version="1.0", sysimages=sorted(self.sysimages),
                             timeout=self.timeout, max_input=self.max_input,
                             max_output=self.max_output, max_config=self.max_config,
-                            max_nodes=self.max_nodes, colocation=True)
+                            max_nodes=self.max_nodes, max_job_input=self.max_job_input,
+                            max_job_output=self.max_job_output, colocation=True)
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, env, start_response):
@@ -149,10 +249,14 @@ class ProxyQueryMiddleware:
         try:
             resp = self.handle(req, started)
         except JobError as e:
-            resp = text(e.status, e.reason)
-        except Exception as e:  # a bug of ours: logged, and one line to the client
-            self.logger.exception("zerocloud: job failed")
-            resp = text(500, f"zerocloud internal error: {type(e).__name__}: {e}")
+            resp = text(e.status, one_line(e.reason))
+        except Exception:
+            # A bug of ours, never the job's: the traceback goes to the log,
+            # the client gets one line to quote (no exception text: it may
+            # show internals, and it is not the caller's to fix).
+            trans_id = env.get("swift.trans_id") or "-"
+            self.logger.exception("zerocloud: internal error in transaction %s", trans_id)
+            resp = text(500, f"zerocloud internal error (transaction {trans_id}); the proxy log has the details")
         return resp(env, start_response)
 
     def handle(self, req: Request, started: float) -> Response:
@@ -184,8 +288,12 @@ class ProxyQueryMiddleware:
         return self.run(req, stages, started)
 
     def read_body(self, req: Request) -> bytes:
-        if req.content_length is not None and req.content_length > self.max_config:
-            raise JobError(413, f"job is {req.content_length} bytes, more than zerovm_maxconfig ({self.max_config})")
+        try:
+            length = req.content_length
+        except ValueError:
+            raise JobError(400, "Content-Length is not a number") from None
+        if length is not None and length > self.max_config:
+            raise JobError(413, f"job is {length} bytes, more than zerovm_maxconfig ({self.max_config})")
         body = req.environ["wsgi.input"].read(self.max_config + 1)
         if len(body) > self.max_config:
             raise JobError(413, f"job is more than zerovm_maxconfig ({self.max_config}) bytes")
@@ -211,63 +319,97 @@ class ProxyQueryMiddleware:
             raise JobError(400, f"{what}: {path} is a large object or symlink; jobs read plain objects")
         return resp
 
-    def fetch(self, req: Request, path: SwiftPath, what: str, limit: int) -> bytes:
+    def fetch(self, req: Request, path: SwiftPath, what: str, limit: int, option: str,
+              budget: jobs.Budget) -> bytes:
+        """An object's bytes, at most ``limit`` (the option that sets it named
+        in the 413), taken from the job's input budget as they arrive."""
         resp = self.sub(req, "GET", path)
         raise_for_read(resp, "GET", path, what)
-        if resp.content_length is not None and resp.content_length > limit:
-            raise JobError(413, f"{what}: {path} is {resp.content_length} bytes, more than the limit of {limit}")
-        return resp.body
+        data = body_of(resp, limit, budget)
+        if data is None:
+            raise JobError(413, f"{what}: {path} is more than {option} ({limit} bytes)")
+        return data
 
-    def program(self, req: Request, path: SwiftPath, what: str) -> bytes:
+    def fetch_input(self, req: Request, cost: JobCost, path: SwiftPath, what: str) -> bytes:
+        """An input sent along with the node: fetched once per job, however
+        many instances read it."""
+        key = ("input", str(path))
+        data = cost.fetched.get(key)
+        if data is None:
+            data = self.fetch(req, path, what, self.max_input, "zerovm_maxinput", cost.inputs)
+            cost.fetched[key] = data
+        return data
+
+    def program(self, req: Request, cost: JobCost, path: SwiftPath, what: str) -> bytes:
         """The wasm bytes of a swift:// program: HEAD every time (access), GET when new."""
         head = self.check_readable(req, path, what)
-        key = (str(path), head.headers.get("Etag"))
+        key = ("program", str(path), head.headers.get("Etag"))
+        data = cost.fetched.get(key)
+        if data is not None:
+            return data
         data = self.programs.get(key)
         if data is None:
-            data = self.fetch(req, path, what, self.max_nexe)
+            data = self.fetch(req, path, what, self.max_nexe, "zerovm_maxnexe", cost.inputs)
             self.programs[key] = data
-            while len(self.programs) > 32:
+            # Bounded in count and in bytes: a user who uploads large programs
+            # cannot make the cache hold 32 x zerovm_maxnexe.
+            while len(self.programs) > PROGRAM_CACHE or (
+                    len(self.programs) > 1 and sum(map(len, self.programs.values())) > 4 * self.max_nexe):
                 self.programs.popitem(last=False)
         else:
+            cost.inputs.take(len(data))   # held by this job too, cached or not
             self.programs.move_to_end(key)
+        cost.fetched[key] = data
         return data
 
     def list_objects(self, req: Request, path: SwiftPath) -> list[str]:
-        """Objects of path's container that match its wildcard, listed as the caller."""
-        pattern = path.matcher()
-        names, marker = [], ""
+        """Objects of path's container that match its wildcard, listed as the
+        caller: at most zerovm_max_listing names scanned, zerovm_maxnodes kept."""
+        container = f"swift://{path.account}/{path.container}"
+        names: list[str] = []
+        scanned = 0
+        marker = ""
         while True:
-            query = f"format=json&prefix={quote(path.prefix)}&marker={quote(marker)}"
+            query = f"format=json&limit={LISTING_PAGE}&prefix={quote(path.prefix)}&marker={quote(marker)}"
             resp = self.sub(req, "GET", SwiftPath(path.account, path.container, ""), query=query)
             if resp.status_int in (401, 403):
-                raise JobError(resp.status_int, f"not allowed to list swift://{path.account}/{path.container}")
+                raise JobError(resp.status_int, f"not allowed to list {container}")
             if resp.status_int == 404:
-                raise JobError(404, f"container swift://{path.account}/{path.container} not found")
+                raise JobError(404, f"container {container} not found")
             if not is_success(resp.status_int):
-                raise JobError(503, f"listing swift://{path.account}/{path.container} failed: {resp.status}")
-            page = json.loads(resp.body or b"[]")
-            if not page:
+                raise JobError(503, f"listing {container} failed: {resp.status}")
+            if resp.status_int == 204:
                 break
-            names += [e["name"] for e in page if "name" in e and pattern.match(e["name"])]
-            marker = page[-1].get("name", "")
+            body = body_of(resp, LISTING_PAGE_BYTES)
+            page = jobs.listing_names(body) if body is not None else None
+            if page is None:   # the container server's doing, not the caller's
+                raise JobError(503, f"listing {container} returned a body that is not a JSON listing")
+            scanned += len(page)
+            if scanned > self.max_listing:
+                raise JobError(413, f"{path}: more than zerovm_max_listing ({self.max_listing}) names to scan; "
+                                    f"put a longer literal prefix before the first *")
+            names += [name for name in page if path.match(name) is not None]
             if len(names) > self.max_nodes:
-                raise JobError(413, f"{path} matches more than {self.max_nodes} objects")
-            if resp.status_int == 204 or len(page) < 10000:
+                raise JobError(413, f"{path} matches more than zerovm_maxnodes ({self.max_nodes}) objects")
+            # A short page is the last; a marker that does not move on would list the same page forever.
+            if len(page) < LISTING_PAGE or page[-1] <= marker:
                 break
+            marker = page[-1]
         return names
 
     # ------------------------------------------------------------------ run
     def run(self, req: Request, stages: list[list[jobs.Instance]], started: float) -> Response:
+        cost = JobCost(self.max_job_input, self.max_job_output)
         # Everything a node reads is checked before anything runs.
         plans = {}
         for stage in stages:
             for inst in stage:
-                plans[inst.name] = self.plan(req, inst)
+                plans[inst.name] = self.plan(req, inst, cost)
         results: list[Result] = []
         fed: dict[str, bytes] = {}     # instance name -> stdout, for connect
         pool = GreenPool(self.concurrency)
         for stage in stages:
-            stage_results = list(pool.imap(lambda i: self.execute(req, i, plans[i.name], fed), stage))
+            stage_results = list(pool.imap(lambda i: self.execute(req, i, plans[i.name], fed, cost), stage))
             results += stage_results
             if any(r.status != 200 for r in stage_results):
                 break
@@ -280,7 +422,7 @@ class ProxyQueryMiddleware:
                 break
         return self.respond(results, started)
 
-    def plan(self, req: Request, inst: jobs.Instance) -> dict:
+    def plan(self, req: Request, inst: jobs.Instance, cost: JobCost) -> dict:
         """The executor request for one instance (protocol.py), and its payloads."""
         account = req.split_path(2, 4, True)[1]
         where = f"node {inst.name!r}"
@@ -292,7 +434,7 @@ class ProxyQueryMiddleware:
         local_head = spawn(self.check_readable, req, local.path, where) if local is not None else None
         program = inst.node.program
         if program.swift is not None:
-            payloads.append(self.program(req, program.swift, where))
+            payloads.append(self.program(req, cost, program.swift, where))
             header["program"] = {"payload": len(payloads) - 1}
         else:
             header["program"] = {"image": program.image, "path": program.path}
@@ -311,26 +453,31 @@ class ProxyQueryMiddleware:
                     raise JobError(413, f"{where}: {dev.path} is {size} bytes, more than zerovm_maxinput ({self.max_input})")
                 target = dev
             else:   # read elsewhere: fetched here, sent along
-                data = self.fetch(req, dev.path, where, self.max_input)
+                data = self.fetch_input(req, cost, dev.path, where)
                 payloads.append(data)
                 if dev.name == "image":
                     header["images"].append({"payload": len(payloads) - 1})
                 else:
                     header["inputs"].append({"alias": dev.alias, "payload": len(payloads) - 1})
+        # No single output may be larger than what the whole job may return.
+        limit = min(self.max_output, self.max_job_output)
         for dev in inst.writable():
-            header["outputs"].append({"alias": dev.alias, "limit": self.max_output})
+            header["outputs"].append({"alias": dev.alias, "limit": limit})
         if inst.node.connect and inst.node.device("stdout") is None:
-            header["outputs"].append({"alias": "/dev/stdout", "limit": self.max_output})
+            header["outputs"].append({"alias": "/dev/stdout", "limit": limit})
         return {"header": header, "payloads": payloads, "local": target, "account": account}
 
-    def execute(self, req: Request, inst: jobs.Instance, plan: dict, fed: dict) -> Result:
+    def execute(self, req: Request, inst: jobs.Instance, plan: dict, fed: dict, cost: JobCost) -> Result:
         result = Result(inst)
         header = json.loads(json.dumps(plan["header"]))
         payloads = list(plan["payloads"])
         for source in inst.sources:
             payloads.append(fed.get(source, b""))
             header["inputs"].append({"alias": jobs.CONNECT_PREFIX + source, "payload": len(payloads) - 1})
-        body = protocol.pack(header, payloads)
+        # Sent as its pieces: one joined body per instance in flight would
+        # copy every program and input it carries.
+        pieces = [protocol.encode(header, payloads)] + [p for p in payloads if p]
+        length = sum(map(len, pieces))
         local = plan["local"]
         if local is not None:
             # The container's storage policy picks the object ring.
@@ -351,15 +498,16 @@ class ProxyQueryMiddleware:
             path = "/" + plan["account"]
             headers = {}
         headers.update({"X-Backend-Storage-Policy-Index": str(policy_index),
-                        "Content-Length": str(len(body)),
+                        "Content-Length": str(length),
                         "X-Trans-Id": req.environ.get("swift.trans_id", "")})
         last = (503, f"node {inst.name!r}: no object server could run it")
         for node in nodes:
-            status, reason, data, colocated = self.send(node, partition, path, headers, body)
+            status, reason, data, colocated = self.send(node, partition, path, headers, pieces, cost.outputs)
             if status == 200:
                 try:
                     reply, outputs = protocol.decode(data)
                 except protocol.ProtocolError as e:
+                    cost.outputs.give_back(len(data))
                     return result.fail(503, f"node {inst.name!r}: bad reply from {node['ip']}: {e}")
                 result.report = reply.get("report", {})
                 result.outputs = dict(zip(reply.get("outputs", []), outputs))
@@ -377,20 +525,29 @@ class ProxyQueryMiddleware:
             last = (404, f"node {inst.name!r}: {local.path} not found on any replica")
         return result.fail(*last)
 
-    def send(self, node: dict, partition, path: str, headers: dict, body: bytes):
-        """One EXECUTE to one object server -> (status, reason, body, colocated)."""
+    def send(self, node: dict, partition, path: str, headers: dict, pieces: list[bytes],
+             outputs: jobs.Budget):
+        """One EXECUTE to one object server -> (status, reason, body, colocated).
+
+        The reply is taken from the job's output budget as it is read (413
+        when it runs out); a reply that is not kept (an error) is given back."""
         try:
             with ConnectionTimeout(self.conn_timeout):
                 conn = http_connect(node["ip"], node["port"], node["device"], partition, EXECUTE,
                                     path, headers=headers)
             with Timeout(self.timeout + 30):
-                conn.send(body)
+                for piece in pieces:
+                    conn.send(piece)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = read_reply(resp, outputs)
+        except JobError as e:
+            return e.status, e.reason, b"", "0"
         except (Exception, Timeout) as e:
             return 503, f"object server {node['ip']}:{node['port']}/{node['device']} failed: {e}", b"", "0"
-        reason = data.decode("utf-8", "replace").strip() if resp.status != 200 else ""
-        return resp.status, reason, data, resp.getheader("X-Nexe-Colocated") or "0"
+        if resp.status != 200:
+            outputs.give_back(len(data))
+            return resp.status, one_line(data[:1000].decode("utf-8", "replace")), b"", "0"
+        return resp.status, "", data, resp.getheader("X-Nexe-Colocated") or "0"
 
     def store_outputs(self, req: Request, result: Result) -> None:
         for dev in result.inst.writable():
