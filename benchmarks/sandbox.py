@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -141,10 +140,7 @@ def pool_jobs(n):
     folder = Path(tempfile.mkdtemp(prefix="zerolab-bench-"))
     path = str(folder / "executor.sock")
     daemon = executord.Daemon({}, str(folder / "cache"), executord.Slots(2, 4), worker_data_limit=1 << 30)
-    executord.Handler.daemon = daemon
-    server = executord.listening_socket(path)
-    daemon.start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = executord.serve_in_thread(daemon, path)
     program = (GUESTS / "hello.wasm").read_bytes()
     header = {"op": "run", "program": {"payload": 0}, "args": ["hello"],
               "outputs": [{"alias": "/dev/stdout", "limit": 1 << 20}, {"alias": "/dev/stderr", "limit": 1 << 20}]}
@@ -159,9 +155,7 @@ def pool_jobs(n):
     try:
         return timed(one, n, 50)
     finally:
-        server.shutdown()
-        server.server_close()
-        daemon.close()
+        executord.stop_serving(server, daemon)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -28,14 +28,9 @@ def daemon(tmp_path_factory):
     folder = tmp_path_factory.mktemp("executord")
     path = str(folder / "executor.sock")
     d = executord.Daemon({}, str(folder / "cache"), executord.Slots(2, 1), worker_data_limit=1 << 30)
-    executord.Handler.daemon = d
-    server = executord.listening_socket(path)
-    d.start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = executord.serve_in_thread(d, path)
     yield path
-    server.shutdown()
-    server.server_close()
-    d.close()
+    executord.stop_serving(server, d)
 
 
 def call(path, header, payloads=(), fds=()):
@@ -213,10 +208,7 @@ def test_payloads_over_the_cap_are_refused_before_they_are_read(daemon):
 def test_a_host_memory_cap_ends_the_job_not_the_daemon(tmp_path, guests):
     path = str(tmp_path / "small.sock")
     d = executord.Daemon({}, str(tmp_path / "cache"), executord.Slots(1, 1), worker_data_limit=200 << 20)
-    executord.Handler.daemon = d
-    server = executord.listening_socket(path)
-    d.start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = executord.serve_in_thread(d, path)
     try:
         reply, out = call(path, {"op": "run", "program": {"payload": 0}, "args": ["m", "alloc"],
                                  "memory": 1 << 30, "outputs": OUTS}, [(guests / "misbehave.wasm").read_bytes()])
@@ -228,10 +220,7 @@ def test_a_host_memory_cap_ends_the_job_not_the_daemon(tmp_path, guests):
                           [(guests / "cat.wasm").read_bytes(), b"next job"])
         assert reply["status"] == "ok" and out[0] == b"next job", reply
     finally:
-        server.shutdown()
-        server.server_close()
-        d.close()
-        executord.Handler.daemon = None
+        executord.stop_serving(server, d)
 
 
 def test_the_socket_outlives_a_restart_with_socket_activation(tmp_path, guests):

@@ -345,11 +345,7 @@ class Handler(socketserver.BaseRequestHandler):
             finally:
                 self.daemon.slots.release()
         finally:
-            for fd in reader.fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            protocol.close_all(reader.fds)
 
     def run(self, reader: protocol.Reader, header: dict, timeout: int) -> None:
         worker = self.daemon.pool.take(timeout=WORKER_START_TIMEOUT)
@@ -374,6 +370,22 @@ class Handler(socketserver.BaseRequestHandler):
             protocol.send(self.request, header)
         except OSError:
             pass  # the object server gave up (its own timeout); nothing to tell
+
+
+def serve_in_thread(daemon: Daemon, path: str) -> Server:
+    """A running daemon inside this process (tests, benchmarks): its socket at
+    ``path``, its workers warm, a thread serving.  ``stop_serving`` ends it."""
+    Handler.daemon = daemon
+    server = listening_socket(path)
+    daemon.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_serving(server: Server, daemon: Daemon) -> None:
+    server.shutdown()
+    server.server_close()
+    daemon.close()
 
 
 class Server(socketserver.UnixStreamServer):

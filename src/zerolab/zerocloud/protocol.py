@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import array
 import json
+import os
 import socket
 import struct
 
@@ -138,6 +139,15 @@ class Reader:
             except OSError as e:
                 raise DestinationError(str(e)) from None
             n -= len(piece)
+
+
+def close_all(fds: list[int]) -> None:
+    """Closes descriptors passed with a message (each once; a closed one is no error)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def decode(data: bytes) -> tuple[dict, list[bytes]]:

@@ -170,11 +170,7 @@ def serve(sock: socket.socket, runner: JobRunner) -> None:
             reply, data = {"status": "ok", "report": failed(
                 sandbox_executor.MEMORY, "memory: the job's host side went over its memory cap", 0)}, []
         finally:
-            for fd in reader.fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            protocol.close_all(reader.fds)
         protocol.send(sock, reply, data)
 
 
