@@ -22,7 +22,6 @@ zerovm_maxinput; 429 when the executor is busy; 503 when it is unreachable.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import struct
@@ -131,7 +130,7 @@ class ObjectQueryMiddleware:
         if isinstance(answer, Response):
             return answer
         reply, reader, sock = answer
-        head = encode_header(reply)
+        head = protocol.frame_header(reply)
         resp = Response(status=200, app_iter=stream_reply(head, reader, sock, reply["payloads"]),
                         content_type="application/octet-stream")
         resp.content_length = len(head) + sum(reply["payloads"])
@@ -211,23 +210,11 @@ def read_header(body, length: int) -> tuple[dict, int]:
     (size,) = struct.unpack("!I", read_exact(body, 4))
     if size > protocol.MAX_HEADER or size > length - 4:
         raise protocol.ProtocolError(f"header of {size} bytes does not fit")
-    try:
-        header = json.loads(read_exact(body, size))
-    except (ValueError, RecursionError):
-        raise protocol.ProtocolError("header is not JSON") from None
-    if not isinstance(header, dict):
-        raise protocol.ProtocolError("header is not a JSON object")
+    header = protocol.parse_header(read_exact(body, size))
     lengths = header.get("payloads", [])
-    if not isinstance(lengths, list) or not all(isinstance(n, int) and n >= 0 for n in lengths):
-        raise protocol.ProtocolError("payloads must be a list of lengths")
     if sum(lengths) != length - 4 - size:
         raise protocol.ProtocolError("message length does not match its header")
     return header, sum(lengths)
-
-
-def encode_header(header: dict) -> bytes:
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return struct.pack("!I", len(head)) + head
 
 
 def copy(body, sock: socket.socket, n: int) -> None:

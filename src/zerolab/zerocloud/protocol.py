@@ -58,10 +58,30 @@ def send(sock: socket.socket, header: dict, payloads: list[bytes] = (), fds: lis
             sock.sendall(p)
 
 
+def frame_header(header: dict) -> bytes:
+    """A header as it goes on the wire: its length, then its JSON."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack("!I", len(head)) + head
+
+
+def parse_header(raw: bytes) -> dict:
+    """A header's JSON, checked: an object whose "payloads" is a list of lengths."""
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ProtocolError("header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header is not a JSON object")
+    lengths = header.get("payloads", [])
+    if not isinstance(lengths, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths):
+        raise ProtocolError("payloads must be a list of lengths")
+    return header
+
+
 def send_header(sock: socket.socket, header: dict, fds: list[int] = ()) -> None:
     """The header alone, whose "payloads" already lists what will follow."""
-    head = json.dumps(header, separators=(",", ":")).encode()
-    first = struct.pack("!I", len(head)) + head
+    first = frame_header(header)
     if fds:
         sent = sock.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         sock.sendall(first[sent:])   # a stream socket may take part of it; the rest needs no descriptors
@@ -105,16 +125,8 @@ class Reader:
         (size,) = struct.unpack("!I", self.exact(4, want_fds))
         if size > MAX_HEADER:
             raise ProtocolError(f"header of {size} bytes is too large")
-        try:
-            header = json.loads(self.exact(size, want_fds))
-        except (ValueError, RecursionError):
-            raise ProtocolError("header is not JSON") from None
-        if not isinstance(header, dict):
-            raise ProtocolError("header is not a JSON object")
+        header = parse_header(self.exact(size, want_fds))
         lengths = header.get("payloads", [])
-        if not isinstance(lengths, list) or not all(
-                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths):
-            raise ProtocolError("payloads must be a list of lengths")
         if max_payload is not None and sum(lengths) > max_payload:
             raise ProtocolError(f"payloads of {sum(lengths)} bytes are more than the limit of {max_payload}")
         return header
