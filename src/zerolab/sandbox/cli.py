@@ -7,7 +7,8 @@ import os
 import sys
 from typing import NoReturn
 
-from .executor import USAGE, Executor
+from .executor import Executor
+from .status import USAGE
 
 
 class OneLineParser(argparse.ArgumentParser):

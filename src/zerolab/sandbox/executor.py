@@ -28,25 +28,20 @@ import wasmtime
 from . import tarfs, wasi
 from .manifest import DEFAULT_LIMIT, Channel, Manifest, ManifestError
 from .nvram import NVRAM
-
-# ----------------------------------------------------------------- exit codes
-# Documented in docs/sandbox.md.  `zerovm` exits with these; `zvsh` too when
-# the session itself failed (otherwise it exits with the guest's own code).
-OK = 0
-GUEST_EXIT = 1        # the guest ran and returned a non-zero code (see user_rc)
-USAGE = 2             # bad command line (argparse's own code)
-BAD_MANIFEST = 3
-BAD_INPUT = 4         # missing/unreadable channel file, unknown image, bad NVRAM
-INVALID_PROGRAM = 5   # missing, not wasm, or needs imports the sandbox lacks
-TIMEOUT = 6
-MEMORY = 7
-QUOTA = 8             # a channel limit was hit (the guest's call got EDQUOT)
-CRASH = 9             # the guest trapped (out-of-bounds access, unreachable, ...)
-INTERNAL = 10
-
-EXIT_NAMES = {OK: "ok", GUEST_EXIT: "guest exit", USAGE: "usage", BAD_MANIFEST: "bad manifest",
-              BAD_INPUT: "bad input", INVALID_PROGRAM: "invalid program", TIMEOUT: "timeout",
-              MEMORY: "memory", QUOTA: "quota", CRASH: "crash", INTERNAL: "internal error"}
+from .status import (
+    BAD_INPUT,
+    BAD_MANIFEST,
+    CRASH,
+    EXIT_NAMES,
+    GUEST_EXIT,
+    INTERNAL,
+    INVALID_PROGRAM,
+    MEMORY,
+    OK,
+    QUOTA,
+    TIMEOUT,
+    accounting_line,
+)
 
 try:
     ENGINE_TAG = "wasmtime-" + importlib.metadata.version("wasmtime") + "-zerolab-v1"
@@ -102,14 +97,17 @@ class Report:
             "write_bytes": sum(c.write_bytes for c in self.channels),
         }
 
+    @property
+    def accounting_line(self) -> str:
+        a = self.accounting
+        return accounting_line(self.cpu_sys, self.cpu_user, a["reads"], a["read_bytes"], a["writes"],
+                               a["write_bytes"])
+
     def as_text(self) -> str:
         """ZeroVM's report: validator state, daemon state, user return code,
         etag(s), accounting (sys user reads rbytes writes wbytes + 4 network
         counters, always 0 here), exit state."""
-        a = self.accounting
-        acc = "%.2f %.2f %d %d %d %d 0 0 0 0" % (
-            self.cpu_sys, self.cpu_user, a["reads"], a["read_bytes"], a["writes"], a["write_bytes"])
-        return "\n".join([str(self.validator), "0", str(self.user_rc), self.etag, acc,
+        return "\n".join([str(self.validator), "0", str(self.user_rc), self.etag, self.accounting_line,
                           self.exit_state]) + "\n"
 
 

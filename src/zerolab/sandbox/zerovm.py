@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 
 from .cli import OneLineParser, die, executor
-from .executor import BAD_MANIFEST, INTERNAL, INVALID_PROGRAM, OK, ProgramError
+from .executor import ProgramError
 from .manifest import Manifest, ManifestError
+from .status import BAD_MANIFEST, INTERNAL, INVALID_PROGRAM, OK
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,6 @@ import tempfile
 
 from . import tarfs
 from .cli import OneLineParser, die, executor
-from .executor import BAD_INPUT, GUEST_EXIT, INTERNAL, INVALID_PROGRAM, OK
 from .manifest import (
     DEFAULT_LIMIT,
     DEFAULT_MEMORY,
@@ -43,6 +42,7 @@ from .manifest import (
     Mount,
 )
 from .nvram import NVRAM
+from .status import BAD_INPUT, GUEST_EXIT, INTERNAL, INVALID_PROGRAM, OK
 
 ENV_MATCH = re.compile(r"([_A-Z0-9]+)=(.*)")
 NODE = 1

@@ -10,7 +10,9 @@ Where things are:
                   data file by asking the node's executor daemon
   protocol.py     the small JSON-over-unix-socket protocol to that daemon
   executord.py    the executor daemon (a warm zerolab.sandbox.Executor)
+  worker.py       one of its worker processes, which runs jobs in the sandbox
 
-Only executord.py imports the sandbox (wasmtime); the filters run in Swift's
-own Debian python and import nothing but Swift and the standard library.
+Only executord.py and worker.py import the sandbox's runtime (wasmtime); the
+filters run in Swift's own Debian python and import nothing but Swift, the
+standard library and zerolab.sandbox.status (the exit-code table, stdlib only).
 """

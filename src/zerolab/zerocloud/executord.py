@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from zerolab.sandbox import executor as sandbox_executor
+from zerolab.sandbox import status as exit_status
 
 from . import protocol
 from .worker import failed
@@ -122,7 +122,7 @@ class Worker:
             for n in header.get("payloads", []):
                 client.relay(n, self.sock)
         except (OSError, protocol.DestinationError):
-            raise WorkerLost(failed(sandbox_executor.CRASH, self.death_reason(), 0)) from None
+            raise WorkerLost(failed(exit_status.CRASH, self.death_reason(), 0)) from None
         except protocol.ProtocolError as e:   # raised reading the client
             raise ClientGone(str(e)) from None
         reader = protocol.Reader(self.sock)
@@ -130,9 +130,9 @@ class Worker:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
             reply = reader.header()
         except TimeoutError:
-            raise WorkerLost(failed(sandbox_executor.TIMEOUT, self.timeout_reason(header), 0)) from None
+            raise WorkerLost(failed(exit_status.TIMEOUT, self.timeout_reason(header), 0)) from None
         except (OSError, protocol.ProtocolError):
-            raise WorkerLost(failed(sandbox_executor.CRASH, self.death_reason(), 0)) from None
+            raise WorkerLost(failed(exit_status.CRASH, self.death_reason(), 0)) from None
         self.jobs += 1
         # The worker has finished: its outputs follow at once.
         self.sock.settimeout(30)

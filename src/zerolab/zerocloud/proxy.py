@@ -78,6 +78,8 @@ from swift.common.utils import get_logger, split_path
 from swift.common.wsgi import make_subrequest
 from swift.proxy.controllers.base import get_container_info
 
+from zerolab.sandbox import status as exit_status
+
 from . import job as jobs
 from . import protocol
 from .job import JobError, SwiftPath
@@ -110,14 +112,6 @@ LISTING_PAGE_BYTES = 16 << 20
 # against the job's output budget before the next is read.
 REPLY_PIECE = 1 << 20
 PROGRAM_CACHE = 32
-
-# The sandbox's exit codes (zerolab.sandbox.executor) and the HTTP status a
-# job gets for them: the job's own result is 200 (see X-Nexe-Status/Retcode);
-# what a limit stopped is 408/413; what could not run is 400.
-OK, GUEST_EXIT, BAD_MANIFEST, BAD_INPUT, INVALID_PROGRAM, TIMEOUT, MEMORY, QUOTA, CRASH = 0, 1, 3, 4, 5, 6, 7, 8, 9
-EXIT_STATUS = {OK: 200, GUEST_EXIT: 200, CRASH: 200, TIMEOUT: 408, MEMORY: 413, QUOTA: 413,
-               BAD_MANIFEST: 400, BAD_INPUT: 400, INVALID_PROGRAM: 400}
-
 
 def one_line(reason: str) -> str:
     return " ".join(reason.split())
@@ -512,8 +506,7 @@ class ProxyQueryMiddleware:
                 result.report = reply.get("report", {})
                 result.outputs = dict(zip(reply.get("outputs", []), outputs))
                 result.colocated = colocated
-                code = result.report.get("exit_code", 10)
-                status = EXIT_STATUS.get(code, 503)
+                status = exit_status.http_status(result.report.get("exit_code", exit_status.INTERNAL))
                 if status != 200:
                     result.fail(status, f"node {inst.name!r}: {result.report.get('exit_state', 'failed')}")
                 return result
@@ -572,7 +565,7 @@ class ProxyQueryMiddleware:
             "X-Nexe-Validation": ",".join(str(r.report.get("validator", 2)) for r in results),
             "X-Nexe-Colocated": ",".join(r.colocated for r in results),
             "X-Nexe-Cdr-Line": ", ".join([f"{time.time() - started:.3f}"] + [
-                f"{r.report.get('elapsed', 0):.3f}, {r.report.get('cdr', '0 0 0 0 0 0 0 0 0 0')}"
+                f"{r.report.get('elapsed', 0):.3f}, {r.report.get('cdr', exit_status.NO_ACCOUNTING)}"
                 for r in results]),
         }
         failed = next((r for r in results if r.status != 200), None)

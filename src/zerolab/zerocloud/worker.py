@@ -30,6 +30,7 @@ from typing import Any
 
 from zerolab.sandbox import Channel, Executor, Manifest, tarfs
 from zerolab.sandbox import executor as sandbox_executor
+from zerolab.sandbox import status as exit_status
 from zerolab.sandbox.manifest import DEFAULT_LIMIT, RND_READ_SEQ_WRITE, SEQ_READ_SEQ_WRITE
 
 from . import protocol
@@ -102,11 +103,11 @@ class JobRunner:
             for extra in header.get("images", []):
                 images.append((self.stored(payloads[extra["payload"]], "images"), "/"))
         except LookupError as e:
-            return {"status": "ok", "report": failed(sandbox_executor.INVALID_PROGRAM, str(e))}, []
+            return {"status": "ok", "report": failed(exit_status.INVALID_PROGRAM, str(e))}, []
         except (KeyError, IndexError, TypeError, ValueError) as e:
             return {"status": "bad-request", "reason": f"bad program spec: {e}"}, []
         except tarfs.ImageError as e:
-            return {"status": "ok", "report": failed(sandbox_executor.BAD_INPUT, str(e))}, []
+            return {"status": "ok", "report": failed(exit_status.BAD_INPUT, str(e))}, []
         channels = []
         for spec in header.get("inputs", []):
             alias = spec["alias"]
@@ -141,7 +142,6 @@ def failed(code: int, message: str, validator: int = 1) -> dict:
 
 
 def report_dict(report: sandbox_executor.Report) -> dict:
-    a = report.accounting
     return {
         "exit_code": report.exit_code,
         "exit_state": report.exit_state,
@@ -149,8 +149,7 @@ def report_dict(report: sandbox_executor.Report) -> dict:
         "validator": report.validator,
         "etag": report.etag,
         "elapsed": round(report.elapsed, 6),
-        "cdr": "%.2f %.2f %d %d %d %d 0 0 0 0" % (report.cpu_sys, report.cpu_user, a["reads"],
-                                                    a["read_bytes"], a["writes"], a["write_bytes"]),
+        "cdr": report.accounting_line,
     }
 
 
@@ -168,7 +167,7 @@ def serve(sock: socket.socket, runner: JobRunner) -> None:
             reply, data = {"status": "bad-request", "reason": f"malformed job: {type(e).__name__}: {e}"}, []
         except MemoryError:
             reply, data = {"status": "ok", "report": failed(
-                sandbox_executor.MEMORY, "memory: the job's host side went over its memory cap", 0)}, []
+                exit_status.MEMORY, "memory: the job's host side went over its memory cap", 0)}, []
         finally:
             protocol.close_all(reader.fds)
         protocol.send(sock, reply, data)
