@@ -88,6 +88,28 @@ def test_unknown_system_image_and_malformed_requests(daemon):
     assert reply["status"] == "bad-request"
 
 
+@pytest.mark.parametrize("header, reason", [
+    ({"op": "run", "program": {"payload": 0}, "timeout": "forever"}, "request.timeout must be an integer"),
+    ({"op": "run", "program": {"payload": 0}, "args": "cat /etc/passwd"}, "request.args must be a list"),
+    ({"op": "run", "program": {"payload": 5}}, "program names payload 5"),
+    ({"op": "run", "program": {"payload": 0}, "inputs": [{"alias": "/dev/stdin", "fd": 3}]},
+     "names descriptor 3, but 0 came with the request"),
+    ({"op": "run", "program": {"payload": 0}, "outputs": [{"alias": "/dev/stdout"}]}, "has no limit"),
+    ({"op": "run", "program": {"payload": 0}, "extra": 1}, "unknown field(s) 'extra'"),
+])
+def test_a_request_of_the_wrong_shape_is_a_one_line_refusal(daemon, header, reason):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(daemon)
+        try:
+            protocol.send(s, header, [b"\0asm\1\0\0\0"])
+        except BrokenPipeError:
+            pass   # refused on its header, before the payload was read
+        reply, _ = protocol.Reader(s).message()
+    assert reply["status"] == "bad-request", reply
+    assert reason in reply["reason"] and "Traceback" not in reply["reason"]
+    assert ping(daemon)["status"] == "ok"
+
+
 def test_slots_refuse_beyond_pool_and_queue():
     slots = executord.Slots(pool=1, queue=1)
     assert slots.acquire()                    # runs

@@ -83,8 +83,8 @@ class ClientGone(Exception):
 class WorkerLost(Exception):
     """The worker did not answer: ``report`` says what happened to its job."""
 
-    def __init__(self, report: dict):
-        super().__init__(report["exit_state"])
+    def __init__(self, report: protocol.JobReport):
+        super().__init__(report.exit_state)
         self.report = report
 
 
@@ -106,20 +106,22 @@ class Worker:
         except (OSError, protocol.ProtocolError) as e:
             self.kill()
             raise RuntimeError(f"executor worker did not start: {self.exit_reason() or e}") from None
-        if hello.get("status") != "ready":
+        try:
+            protocol.WorkerReady.from_wire(hello)
+        except protocol.ProtocolError:
             self.kill()
-            raise RuntimeError(f"executor worker said {hello!r} instead of ready")
+            raise RuntimeError(f"executor worker said {hello!r:.200} instead of ready") from None
 
-    def call(self, client: protocol.Reader, header: dict, fds: list[int], reply_to: socket.socket,
-             deadline: float) -> dict:
+    def call(self, client: protocol.Reader, request: protocol.RunRequest, lengths: list[int], fds: list[int],
+             reply_to: socket.socket, deadline: float) -> protocol.RunReply | protocol.Refusal:
         """Passes one request through (payloads relayed from the client), and the
         reply back to ``reply_to``.  Returns the reply's header.  Raises
         WorkerLost when the worker died or missed the deadline, ClientGone when
         the client did; either way the caller discards this worker."""
         try:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            protocol.send_header(self.sock, header, fds)
-            for n in header.get("payloads", []):
+            protocol.send_header(self.sock, dict(request.to_wire(), payloads=lengths), fds)
+            for n in lengths:
                 client.relay(n, self.sock)
         except (OSError, protocol.DestinationError):
             raise WorkerLost(failed(exit_status.CRASH, self.death_reason(), 0)) from None
@@ -128,25 +130,27 @@ class Worker:
         reader = protocol.Reader(self.sock)
         try:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            reply = reader.header()
+            header = reader.header()
+            reply = protocol.parse_reply(header)
         except TimeoutError:
-            raise WorkerLost(failed(exit_status.TIMEOUT, self.timeout_reason(header), 0)) from None
+            raise WorkerLost(failed(exit_status.TIMEOUT, self.timeout_reason(request), 0)) from None
         except (OSError, protocol.ProtocolError):
             raise WorkerLost(failed(exit_status.CRASH, self.death_reason(), 0)) from None
         self.jobs += 1
         # The worker has finished: its outputs follow at once.
         self.sock.settimeout(30)
         try:
-            protocol.send_header(reply_to, reply)
-            for n in reply.get("payloads", []):
+            protocol.send_header(reply_to, dict(reply.to_wire(), payloads=protocol.payload_lengths(header)))
+            for n in protocol.payload_lengths(header):
                 reader.relay(n, reply_to)
         except (OSError, protocol.DestinationError, protocol.ProtocolError) as e:
             raise ClientGone(str(e)) from None
         return reply
 
     @staticmethod
-    def timeout_reason(header: dict) -> str:
-        return f"the job ran longer than Timeout = {header.get('timeout', '?')} s (its worker was stopped)"
+    def timeout_reason(request: protocol.RunRequest) -> str:
+        timeout = request.timeout if request.timeout is not None else "?"
+        return f"the job ran longer than Timeout = {timeout} s (its worker was stopped)"
 
     def death_reason(self) -> str:
         try:
@@ -263,10 +267,10 @@ class Daemon:
     def close(self) -> None:
         self.pool.close()
 
-    def status(self) -> dict:
-        return {"status": "ok", "jobs": self.jobs, "sysimages": sorted(self.sysimages),
-                "workers": self.pool.size, "workers_idle": self.pool.idle.qsize(), "workers_lost": self.pool.lost,
-                "workers_started": self.pool.started}
+    def status(self) -> protocol.DaemonStatus:
+        return protocol.DaemonStatus(jobs=self.jobs, sysimages=tuple(sorted(self.sysimages)), workers=self.pool.size,
+                                     workers_idle=self.pool.idle.qsize(), workers_lost=self.pool.lost,
+                                     workers_started=self.pool.started)
 
     def after_job(self) -> None:
         self.jobs += 1
@@ -321,43 +325,36 @@ class Handler(socketserver.BaseRequestHandler):
                 # Only the header is read before a slot is taken; its payload
                 # lengths are checked against the cap first.
                 header = reader.header(want_fds=True, max_payload=self.daemon.max_request)
+                request = protocol.parse_request(header)
             except (protocol.ProtocolError, OSError) as e:
-                self.reply({"status": "bad-request", "reason": str(e)})
+                self.reply(protocol.Refusal("bad-request", str(e)))
                 return
-            op = header.get("op")
-            if op == "ping":
+            if isinstance(request, protocol.PingRequest):
                 self.reply(self.daemon.status())
                 return
-            if op != "run":
-                self.reply({"status": "bad-request", "reason": f"unknown op {op!r}"})
-                return
-            try:
-                timeout = max(1, int(header.get("timeout", 10)))
-            except (TypeError, ValueError):
-                self.reply({"status": "bad-request", "reason": "timeout must be a number of seconds"})
-                return
+            timeout = max(1, request.timeout if request.timeout is not None else 10)
             if not self.daemon.slots.acquire():
-                self.reply({"status": "busy", "reason": f"{self.daemon.slots.pool} jobs running and "
-                                                        f"{self.daemon.slots.queue} waiting on this node"})
+                self.reply(protocol.Refusal("busy", f"{self.daemon.slots.pool} jobs running and "
+                                                    f"{self.daemon.slots.queue} waiting on this node"))
                 return
             try:
-                self.run(reader, header, timeout)
+                self.run(reader, request, protocol.payload_lengths(header), timeout)
             finally:
                 self.daemon.slots.release()
         finally:
             protocol.close_all(reader.fds)
 
-    def run(self, reader: protocol.Reader, header: dict, timeout: int) -> None:
+    def run(self, reader: protocol.Reader, request: protocol.RunRequest, lengths: list[int], timeout: int) -> None:
         worker = self.daemon.pool.take(timeout=WORKER_START_TIMEOUT)
         if worker is None:
-            self.reply({"status": "busy", "reason": "no executor worker became ready"})
+            self.reply(protocol.Refusal("busy", "no executor worker became ready"))
             return
         deadline = time.monotonic() + timeout + KILL_GRACE
         try:
-            worker.call(reader, header, reader.fds, self.request, deadline)
+            worker.call(reader, request, lengths, reader.fds, self.request, deadline)
         except WorkerLost as e:
             self.daemon.pool.discard(worker)
-            self.reply({"status": "ok", "report": e.report, "outputs": []})
+            self.reply(protocol.RunReply(e.report))
         except ClientGone:
             # The worker may hold half a request or half a reply: not reused.
             self.daemon.pool.discard(worker, lost=False)
@@ -365,9 +362,9 @@ class Handler(socketserver.BaseRequestHandler):
             self.daemon.pool.give_back(worker)
         self.daemon.after_job()
 
-    def reply(self, header: dict) -> None:
+    def reply(self, message: protocol.RunReply | protocol.Refusal | protocol.DaemonStatus) -> None:
         try:
-            protocol.send(self.request, header)
+            protocol.send(self.request, message.to_wire())
         except OSError:
             pass  # the object server gave up (its own timeout); nothing to tell
 

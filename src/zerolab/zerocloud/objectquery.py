@@ -26,6 +26,8 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Protocol
 from urllib.parse import unquote
 
 from swift.common.storage_policy import POLICIES
@@ -48,6 +50,17 @@ DEFAULTS = {
     "zerovm_maxrequest": str(256 << 20),
 }
 PIECE = 1 << 20
+
+
+class BinaryStream(Protocol):
+    """The request body as WSGI gives it (wsgi.input)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+# What the daemon answered to a job it runs: its reply, the lengths of the
+# outputs that follow, and where to read them.
+ExecutorAnswer = tuple[protocol.RunReply, list[int], protocol.Reader, socket.socket]
 
 
 def text(status: int, reason: str) -> Response:
@@ -95,19 +108,15 @@ class ObjectQueryMiddleware:
             return text(413, f"job request of {length} bytes is more than zerovm_maxrequest ({self.max_request})")
         body = req.environ["wsgi.input"]
         try:
-            header, payload_bytes = read_header(body, length)
-            for key in ("timeout", "memory"):
-                header[key] = int(header.get(key, 0)) or None
-            for out in header.get("outputs", []):
-                out["limit"] = int(out.get("limit", self.max_output))
-        except (protocol.ProtocolError, TypeError, ValueError, AttributeError) as e:
+            header = read_header(body, length)
+            request = protocol.RunRequest.from_wire(header)
+        except protocol.ProtocolError as e:
             return text(400, f"malformed job request: {e}")
-        # This node's limits win over whatever the request asks for.
-        header["timeout"] = min(header["timeout"] or self.timeout, self.timeout)
-        header["memory"] = min(header["memory"] or self.max_memory, self.max_memory)
-        header["max_input"] = self.max_input
-        for out in header.get("outputs", []):
-            out["limit"] = min(out["limit"], self.max_output)
+        if any(i.fd is not None for i in request.inputs):
+            return text(400, "malformed job request: only this server passes descriptors; "
+                             "inputs from the proxy name payloads")
+        lengths = protocol.payload_lengths(header)
+        request = self.capped(request)
 
         fds = []
         colocated = "0"
@@ -119,21 +128,21 @@ class ObjectQueryMiddleware:
             if isinstance(opened, Response):
                 return opened
             fds.append(opened)
-            header.setdefault("inputs", []).insert(0, {"alias": local_alias, "fd": 0})
+            request = replace(request, inputs=(protocol.InputChannel(local_alias, fd=0),) + request.inputs)
             # ZeroCloud's co-location code: sessions on the same device share it.
             colocated = hashlib.md5(f"{self.socket_path}:{device}".encode()).hexdigest()
         try:
-            answer = self.call_executor(header, body, payload_bytes, fds)
+            answer = self.call_executor(request, lengths, body, fds)
         finally:
             for fd in fds:
                 os.close(fd)
         if isinstance(answer, Response):
             return answer
-        reply, reader, sock = answer
-        head = protocol.frame_header(reply)
-        resp = Response(status=200, app_iter=stream_reply(head, reader, sock, reply["payloads"]),
+        reply, output_lengths, reader, sock = answer
+        head = protocol.frame_header(dict(reply.to_wire(), payloads=output_lengths))
+        resp = Response(status=200, app_iter=stream_reply(head, reader, sock, output_lengths),
                         content_type="application/octet-stream")
-        resp.content_length = len(head) + sum(reply["payloads"])
+        resp.content_length = len(head) + sum(output_lengths)
         resp.headers["X-Nexe-Colocated"] = colocated
         return resp
 
@@ -164,36 +173,48 @@ class ObjectQueryMiddleware:
         except DiskFileNotExist:
             return text(404, f"/{account}/{container}/{obj} is not on device {device}")
 
-    def call_executor(self, header: dict, body, payload_bytes: int, fds: list[int]):
+    def capped(self, request: protocol.RunRequest) -> protocol.RunRequest:
+        """The request with this node's limits, which win over whatever it asks for."""
+        return replace(
+            request,
+            timeout=min(request.timeout or self.timeout, self.timeout),
+            memory=min(request.memory or self.max_memory, self.max_memory),
+            max_input=self.max_input,
+            outputs=tuple(replace(out, limit=min(out.limit if out.limit is not None else self.max_output,
+                                                 self.max_output))
+                          for out in request.outputs))
+
+    def call_executor(self, request: protocol.RunRequest, lengths: list[int], body: BinaryStream,
+                      fds: list[int]) -> Response | ExecutorAnswer:
         """Sends the job, its payloads copied from ``body`` in pieces, and reads
-        the reply's header -> (reply, reader, socket) with the outputs still to
-        read, or an error Response."""
+        the reply's header -> (reply, output lengths, reader, socket) with the
+        outputs still to read, or an error Response."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # The daemon enforces the job's own timeout; this one only catches a hung daemon.
-        sock.settimeout(header["timeout"] + 30)
+        sock.settimeout((request.timeout or self.timeout) + 30)
         try:
             sock.connect(self.socket_path)
         except OSError as e:
             sock.close()
             return text(503, f"executor not reachable at {self.socket_path}: {e.strerror or e}")
         try:
-            protocol.send_header(sock, header, fds)
+            protocol.send_header(sock, dict(request.to_wire(), payloads=lengths), fds)
             try:
-                copy(body, sock, payload_bytes)
+                copy(body, sock, sum(lengths))
             except OSError:
                 pass   # the daemon may have refused the job (busy) without reading it: its reply says
             reader = protocol.Reader(sock)
-            reply = reader.header()
+            header = reader.header()
+            reply = protocol.parse_reply(header)
         except (OSError, protocol.ProtocolError) as e:
             sock.close()
             return text(503, f"executor failed: {e}")
-        status = reply.get("status")
-        if status != "ok":
+        if isinstance(reply, protocol.Refusal):
             sock.close()
-            if status == "busy":
-                return text(429, f"too many jobs: {reply.get('reason', '')}")
-            return text(400, f"executor refused the job: {reply.get('reason', status)}")
-        return reply, reader, sock
+            if reply.status == "busy":
+                return text(429, f"too many jobs: {reply.reason}")
+            return text(400, f"executor refused the job: {reply.reason}")
+        return reply, protocol.payload_lengths(header), reader, sock
 
 
 def read_exact(stream, n: int) -> bytes:
@@ -203,8 +224,9 @@ def read_exact(stream, n: int) -> bytes:
     return data
 
 
-def read_header(body, length: int) -> tuple[dict, int]:
-    """The executor request's header from the body -> (header, payload bytes that follow)."""
+def read_header(body: BinaryStream, length: int) -> protocol.Header:
+    """The executor request's header from the body, its payloads (what
+    follows) checked to make up the rest of ``length``."""
     if length < 4:
         raise protocol.ProtocolError("short message")
     (size,) = struct.unpack("!I", read_exact(body, 4))
@@ -214,7 +236,7 @@ def read_header(body, length: int) -> tuple[dict, int]:
     lengths = header.get("payloads", [])
     if sum(lengths) != length - 4 - size:
         raise protocol.ProtocolError("message length does not match its header")
-    return header, sum(lengths)
+    return header
 
 
 def copy(body, sock: socket.socket, n: int) -> None:

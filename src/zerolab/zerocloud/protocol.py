@@ -7,15 +7,28 @@ its first bytes: the object server opens the object's data file and hands
 the descriptor over, so the daemon reads exactly that file even if the
 object is overwritten meanwhile.
 
-Request (object server -> daemon)::
+The messages are the dataclasses below (RunRequest, PingRequest; RunReply,
+Refusal, and the daemon's own DaemonStatus and WorkerReady); their
+``to_wire()`` is the header without its "payloads", and ``parse_request()``,
+``parse_reply()`` and each ``from_wire()`` take a header as it arrived and
+refuse (ProtocolError, one line) a field that is missing, unknown, of the
+wrong type, or that names a payload the message does not carry.  The daemon
+reads requests from the network: every field is checked before it is used.
+
+Request (proxy -> object server -> daemon -> worker)::
 
     {"op": "run",
      "program": {"image": "python", "path": "bin/python"} | {"payload": 0},
-     "args": [...], "env": {...}, "timeout": 10, "memory": 268435456,
+     "program_name": "swift://a/c/prog.wasm",
+     "args": [...], "env": {...}, "timeout": 10, "memory": 268435456, "max_input": 1073741824,
      "inputs": [{"alias": "/dev/stdin", "fd": 0} | {"alias": "/script", "payload": 1}],
      "outputs": [{"alias": "/dev/stdout", "limit": 104857600}, ...],
      "images": [{"payload": 2}],
      "payloads": [len0, len1, ...]}
+
+Only "op" and "program" are required.  The object server sets "max_input"
+and caps "timeout", "memory" and each output's "limit" with its own limits,
+and adds the object's input as ``{"alias": ..., "fd": 0}``.
 
 Reply::
 
@@ -32,6 +45,9 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 MAX_HEADER = 1 << 20
 RELAY_PIECE = 1 << 20
@@ -167,10 +183,9 @@ def decode(data: bytes) -> tuple[dict, list[bytes]]:
     if len(data) < 4:
         raise ProtocolError("short message")
     (size,) = struct.unpack("!I", data[:4])
-    try:
-        header = json.loads(data[4:4 + size])
-    except ValueError:
-        raise ProtocolError("header is not JSON") from None
+    if size > MAX_HEADER:
+        raise ProtocolError(f"header of {size} bytes is too large")
+    header = parse_header(data[4:4 + size])
     pos = 4 + size
     payloads = []
     for n in header.get("payloads", []):
@@ -183,3 +198,354 @@ def decode(data: bytes) -> tuple[dict, list[bytes]]:
 
 def pack(header: dict, payloads: list[bytes] = ()) -> bytes:
     return encode(header, payloads) + b"".join(payloads)
+
+
+# ------------------------------------------------------------------ messages
+Header = dict[str, Any]
+# A header's own framing, not part of any message's fields.
+FRAMING = frozenset({"payloads"})
+
+
+def payload_lengths(header: Mapping[str, Any]) -> list[int]:
+    """The lengths of the payloads that follow a header (parse_header checked them)."""
+    lengths = header.get("payloads", [])
+    return list(lengths) if isinstance(lengths, list) else []
+
+
+class WireObject:
+    """One JSON object of a message, read field by field: each getter refuses
+    (ProtocolError naming the field) a value of the wrong type, and the
+    constructor refuses missing and unknown keys."""
+
+    def __init__(self, raw: object, what: str, required: Iterable[str] = (), optional: Iterable[str] = ()):
+        if not isinstance(raw, dict):
+            raise ProtocolError(f"{what} must be a JSON object")
+        required, optional = frozenset(required), frozenset(optional)
+        missing = sorted(required - raw.keys())
+        if missing:
+            raise ProtocolError(f"{what} lacks {', '.join(missing)}")
+        unknown = sorted(str(k) for k in raw.keys() - required - optional)
+        if unknown:
+            shown = ", ".join(f"{k!r:.40}" for k in unknown[:5])
+            raise ProtocolError(f"{what} has unknown field(s) {shown}")
+        self.raw: dict[str, Any] = raw
+        self.what = what
+
+    def has(self, key: str) -> bool:
+        return key in self.raw
+
+    def _wrong(self, key: str, kind: str) -> ProtocolError:
+        return ProtocolError(f"{self.what}.{key} must be {kind}")
+
+    def integer(self, key: str, minimum: int | None = None) -> int:
+        value = self.raw.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._wrong(key, "an integer")
+        if minimum is not None and value < minimum:
+            raise self._wrong(key, f"at least {minimum}")
+        return value
+
+    def optional_integer(self, key: str, minimum: int | None = None) -> int | None:
+        return self.integer(key, minimum) if self.raw.get(key) is not None else None
+
+    def number(self, key: str) -> float:
+        value = self.raw.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self._wrong(key, "a number")
+        return float(value)
+
+    def text(self, key: str) -> str:
+        value = self.raw.get(key)
+        if not isinstance(value, str):
+            raise self._wrong(key, "a string")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return self.text(key) if self.raw.get(key) is not None else None
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self.raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._wrong(key, "a list of strings")
+        return tuple(value)
+
+    def text_map(self, key: str) -> dict[str, str]:
+        value = self.raw.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self._wrong(key, "an object of strings")
+        return dict(value)
+
+    def objects(self, key: str) -> list[object]:
+        value = self.raw.get(key, [])
+        if not isinstance(value, list):
+            raise self._wrong(key, "a list")
+        return value
+
+
+def _without_none(fields: Header) -> Header:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _payload_index(obj: WireObject, payloads: int) -> int:
+    index = obj.integer("payload", minimum=0)
+    if index >= payloads:
+        raise ProtocolError(f"{obj.what} names payload {index}, but the message carries {payloads}")
+    return index
+
+
+@dataclass(frozen=True)
+class ProgramSource:
+    """What a node runs: the wasm bytes of a payload, or a program in one of
+    the executor's system images."""
+
+    payload: int | None = None
+    image: str | None = None
+    path: str | None = None
+
+    def to_wire(self) -> Header:
+        if self.payload is not None:
+            return {"payload": self.payload}
+        return {"image": self.image, "path": self.path}
+
+    @classmethod
+    def from_wire(cls, raw: object, payloads: int) -> ProgramSource:
+        if isinstance(raw, dict) and "payload" in raw:
+            obj = WireObject(raw, "program", required=("payload",))
+            return cls(payload=_payload_index(obj, payloads))
+        obj = WireObject(raw, "program", required=("image", "path"))
+        return cls(image=obj.text("image"), path=obj.text("path"))
+
+
+@dataclass(frozen=True)
+class InputChannel:
+    """A readable device: a payload of the message, or a passed descriptor."""
+
+    alias: str
+    payload: int | None = None
+    fd: int | None = None
+
+    def to_wire(self) -> Header:
+        return _without_none({"alias": self.alias, "payload": self.payload, "fd": self.fd})
+
+    @classmethod
+    def from_wire(cls, raw: object, payloads: int) -> InputChannel:
+        if isinstance(raw, dict) and "fd" in raw:
+            obj = WireObject(raw, "input", required=("alias", "fd"))
+            return cls(obj.text("alias"), fd=obj.integer("fd", minimum=0))
+        obj = WireObject(raw, "input", required=("alias", "payload"))
+        return cls(obj.text("alias"), payload=_payload_index(obj, payloads))
+
+
+@dataclass(frozen=True)
+class OutputChannel:
+    """A writable device and the most bytes it may take (None: the receiver's limit)."""
+
+    alias: str
+    limit: int | None = None
+
+    def to_wire(self) -> Header:
+        return _without_none({"alias": self.alias, "limit": self.limit})
+
+    @classmethod
+    def from_wire(cls, raw: object) -> OutputChannel:
+        obj = WireObject(raw, "output", required=("alias",), optional=("limit",))
+        return cls(obj.text("alias"), obj.optional_integer("limit", minimum=0))
+
+
+@dataclass(frozen=True)
+class ExtraImage:
+    """A tar image (a payload) mounted at / besides the program's own."""
+
+    payload: int
+
+    def to_wire(self) -> Header:
+        return {"payload": self.payload}
+
+    @classmethod
+    def from_wire(cls, raw: object, payloads: int) -> ExtraImage:
+        return cls(_payload_index(WireObject(raw, "image", required=("payload",)), payloads))
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One node to run.  None (or absent on the wire) leaves a limit to the receiver."""
+
+    program: ProgramSource
+    program_name: str | None = None     # as the user wrote it, for messages
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: int | None = None          # seconds
+    memory: int | None = None           # bytes of guest memory
+    max_input: int | None = None        # bytes a readable device may give
+    inputs: tuple[InputChannel, ...] = ()
+    outputs: tuple[OutputChannel, ...] = ()
+    images: tuple[ExtraImage, ...] = ()
+
+    op: ClassVar[str] = "run"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"op", "program", "program_name", "args", "env", "timeout", "memory", "max_input", "inputs",
+         "outputs", "images"})
+
+    def to_wire(self) -> Header:
+        return _without_none({
+            "op": self.op, "program": self.program.to_wire(), "program_name": self.program_name,
+            "args": list(self.args), "env": dict(self.env), "timeout": self.timeout, "memory": self.memory,
+            "max_input": self.max_input, "inputs": [i.to_wire() for i in self.inputs],
+            "outputs": [o.to_wire() for o in self.outputs], "images": [i.to_wire() for i in self.images]})
+
+    @classmethod
+    def from_wire(cls, header: Mapping[str, Any]) -> RunRequest:
+        obj = WireObject(dict(header), "request", required=("op", "program"), optional=cls.FIELDS | FRAMING)
+        if obj.raw["op"] != cls.op:
+            raise ProtocolError(f"request.op must be {cls.op!r}")
+        payloads = len(payload_lengths(header))
+        return cls(
+            program=ProgramSource.from_wire(obj.raw["program"], payloads),
+            program_name=obj.optional_text("program_name"),
+            args=obj.texts("args"),
+            env=obj.text_map("env"),
+            timeout=obj.optional_integer("timeout", minimum=0),
+            memory=obj.optional_integer("memory", minimum=0),
+            max_input=obj.optional_integer("max_input", minimum=0),
+            inputs=tuple(InputChannel.from_wire(i, payloads) for i in obj.objects("inputs")),
+            outputs=tuple(OutputChannel.from_wire(o) for o in obj.objects("outputs")),
+            images=tuple(ExtraImage.from_wire(i, payloads) for i in obj.objects("images")))
+
+
+@dataclass(frozen=True)
+class PingRequest:
+    """Asks the daemon how it is (DaemonStatus)."""
+
+    op: ClassVar[str] = "ping"
+
+    def to_wire(self) -> Header:
+        return {"op": self.op}
+
+
+def parse_request(header: Mapping[str, Any]) -> RunRequest | PingRequest:
+    op = header.get("op")
+    if op == PingRequest.op:
+        WireObject(dict(header), "ping", required=("op",), optional=FRAMING)
+        return PingRequest()
+    if op == RunRequest.op:
+        return RunRequest.from_wire(header)
+    raise ProtocolError(f"unknown op {op!r:.40}")
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """How one node's run went (zerolab.sandbox.status has the exit codes)."""
+
+    exit_code: int
+    exit_state: str
+    user_rc: int
+    validator: int
+    etag: str
+    elapsed: float
+    cdr: str        # ZeroVM's accounting line (status.accounting_line)
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("exit_code", "exit_state", "user_rc", "validator", "etag",
+                                         "elapsed", "cdr")
+
+    def to_wire(self) -> Header:
+        return {"exit_code": self.exit_code, "exit_state": self.exit_state, "user_rc": self.user_rc,
+                "validator": self.validator, "etag": self.etag, "elapsed": self.elapsed, "cdr": self.cdr}
+
+    @classmethod
+    def from_wire(cls, raw: object) -> JobReport:
+        obj = WireObject(raw, "report", required=cls.FIELDS)
+        return cls(exit_code=obj.integer("exit_code"), exit_state=obj.text("exit_state"),
+                   user_rc=obj.integer("user_rc"), validator=obj.integer("validator"), etag=obj.text("etag"),
+                   elapsed=obj.number("elapsed"), cdr=obj.text("cdr"))
+
+
+@dataclass(frozen=True)
+class RunReply:
+    """A node ran (or was stopped): its report, and the aliases of the outputs
+    whose bytes follow as the payloads, in that order."""
+
+    report: JobReport
+    outputs: tuple[str, ...] = ()
+
+    status: ClassVar[str] = "ok"
+
+    def to_wire(self) -> Header:
+        return {"status": self.status, "report": self.report.to_wire(), "outputs": list(self.outputs)}
+
+    @classmethod
+    def from_wire(cls, header: Mapping[str, Any]) -> RunReply:
+        obj = WireObject(dict(header), "reply", required=("status", "report"), optional={"outputs"} | FRAMING)
+        if obj.raw["status"] != cls.status:
+            raise ProtocolError(f"reply.status must be {cls.status!r}")
+        reply = cls(JobReport.from_wire(obj.raw["report"]), obj.texts("outputs"))
+        if len(reply.outputs) != len(payload_lengths(header)):
+            raise ProtocolError(f"reply names {len(reply.outputs)} outputs but carries "
+                                f"{len(payload_lengths(header))} payloads")
+        return reply
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request that was not run: "busy" (try another node later) or "bad-request"."""
+
+    status: Literal["busy", "bad-request"]
+    reason: str
+
+    def to_wire(self) -> Header:
+        return {"status": self.status, "reason": self.reason}
+
+    @classmethod
+    def from_wire(cls, header: Mapping[str, Any]) -> Refusal:
+        obj = WireObject(dict(header), "reply", required=("status", "reason"), optional=FRAMING)
+        status = obj.raw["status"]
+        if status == "busy":
+            return cls("busy", obj.text("reason"))
+        if status == "bad-request":
+            return cls("bad-request", obj.text("reason"))
+        raise ProtocolError(f"reply.status {status!r:.40} is not a refusal")
+
+
+def parse_reply(header: Mapping[str, Any]) -> RunReply | Refusal:
+    if header.get("status") == RunReply.status:
+        return RunReply.from_wire(header)
+    if header.get("status") in ("busy", "bad-request"):
+        return Refusal.from_wire(header)
+    raise ProtocolError(f"unknown reply status {header.get('status')!r:.40}")
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """The daemon's answer to a ping."""
+
+    jobs: int
+    sysimages: tuple[str, ...]
+    workers: int
+    workers_idle: int
+    workers_lost: int
+    workers_started: int
+
+    status: ClassVar[str] = "ok"
+
+    def to_wire(self) -> Header:
+        return {"status": self.status, "jobs": self.jobs, "sysimages": list(self.sysimages),
+                "workers": self.workers, "workers_idle": self.workers_idle,
+                "workers_lost": self.workers_lost, "workers_started": self.workers_started}
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker's first message to the daemon: warm, and which process it is."""
+
+    pid: int
+
+    status: ClassVar[str] = "ready"
+
+    def to_wire(self) -> Header:
+        return {"status": self.status, "pid": self.pid}
+
+    @classmethod
+    def from_wire(cls, header: Mapping[str, Any]) -> WorkerReady:
+        obj = WireObject(dict(header), "hello", required=("status", "pid"), optional=FRAMING)
+        if obj.raw["status"] != cls.status:
+            raise ProtocolError(f"hello.status must be {cls.status!r}")
+        return cls(obj.integer("pid"))

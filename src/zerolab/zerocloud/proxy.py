@@ -60,11 +60,11 @@ instance, conn_timeout plus zerovm_timeout + 30 s.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from eventlet import GreenPool, Timeout, spawn
@@ -183,6 +183,25 @@ class JobCost:
         self.fetched: dict[tuple, bytes] = {}
 
 
+def not_run(reason: str) -> protocol.JobReport:
+    """What the X-Nexe-* headers show for an instance without a report: the
+    reason it failed, validator 2 (never loaded), no accounting."""
+    return protocol.JobReport(exit_code=exit_status.INTERNAL, exit_state=reason or "not run", user_rc=0,
+                              validator=2, etag="disable", elapsed=0.0, cdr=exit_status.NO_ACCOUNTING)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One instance, ready to send: its request, the payloads that request
+    names, the readable device read where it is stored (None: run anywhere),
+    and the caller's account."""
+
+    request: protocol.RunRequest
+    payloads: list[bytes]
+    local: jobs.Device | None
+    account: str
+
+
 class Result:
     """What happened to one instance."""
 
@@ -190,7 +209,7 @@ class Result:
         self.inst = inst
         self.status = 200
         self.reason = ""
-        self.report: dict = {}
+        self.report: protocol.JobReport | None = None
         self.outputs: dict[str, bytes] = {}
         self.colocated = "0"
 
@@ -395,7 +414,7 @@ class ProxyQueryMiddleware:
     def run(self, req: Request, stages: list[list[jobs.Instance]], started: float) -> Response:
         cost = JobCost(self.max_job_input, self.max_job_output)
         # Everything a node reads is checked before anything runs.
-        plans = {}
+        plans: dict[str, Plan] = {}
         for stage in stages:
             for inst in stage:
                 plans[inst.name] = self.plan(req, inst, cost)
@@ -416,30 +435,28 @@ class ProxyQueryMiddleware:
                 break
         return self.respond(results, started)
 
-    def plan(self, req: Request, inst: jobs.Instance, cost: JobCost) -> dict:
+    def plan(self, req: Request, inst: jobs.Instance, cost: JobCost) -> Plan:
         """The executor request for one instance (protocol.py), and its payloads."""
         account = req.split_path(2, 4, True)[1]
         where = f"node {inst.name!r}"
         payloads: list[bytes] = []
-        header: dict = {"op": "run", "timeout": self.timeout, "memory": self.max_memory,
-                        "env": inst.node.env, "inputs": [], "outputs": [], "images": []}
+        inputs: list[protocol.InputChannel] = []
+        images: list[protocol.ExtraImage] = []
         local = inst.colocate
         # The input's HEAD runs while the program is checked: two round trips at once.
         local_head = spawn(self.check_readable, req, local.path, where) if local is not None else None
         program = inst.node.program
         if program.swift is not None:
             payloads.append(self.program(req, cost, program.swift, where))
-            header["program"] = {"payload": len(payloads) - 1}
+            source = protocol.ProgramSource(payload=len(payloads) - 1)
         else:
-            header["program"] = {"image": program.image, "path": program.path}
-        header["program_name"] = str(program)
+            source = protocol.ProgramSource(image=program.image, path=program.path)
         argv0 = inst.node.exec_name or inst.name
-        header["args"] = [argv0] + inst.args
         target = None
         for dev in inst.readable():
             if dev.data is not None:
                 payloads.append(dev.data)
-                header["inputs"].append({"alias": dev.alias, "payload": len(payloads) - 1})
+                inputs.append(protocol.InputChannel(dev.alias, payload=len(payloads) - 1))
             elif dev is local:
                 head = local_head.wait()
                 size = head.content_length or 0
@@ -450,29 +467,34 @@ class ProxyQueryMiddleware:
                 data = self.fetch_input(req, cost, dev.path, where)
                 payloads.append(data)
                 if dev.name == "image":
-                    header["images"].append({"payload": len(payloads) - 1})
+                    images.append(protocol.ExtraImage(len(payloads) - 1))
                 else:
-                    header["inputs"].append({"alias": dev.alias, "payload": len(payloads) - 1})
+                    inputs.append(protocol.InputChannel(dev.alias, payload=len(payloads) - 1))
         # No single output may be larger than what the whole job may return.
         limit = min(self.max_output, self.max_job_output)
-        for dev in inst.writable():
-            header["outputs"].append({"alias": dev.alias, "limit": limit})
+        outputs = [protocol.OutputChannel(dev.alias, limit) for dev in inst.writable()]
         if inst.node.connect and inst.node.device("stdout") is None:
-            header["outputs"].append({"alias": "/dev/stdout", "limit": limit})
-        return {"header": header, "payloads": payloads, "local": target, "account": account}
+            outputs.append(protocol.OutputChannel("/dev/stdout", limit))
+        request = protocol.RunRequest(
+            program=source, program_name=str(program), args=(argv0, *inst.args), env=inst.node.env,
+            timeout=self.timeout, memory=self.max_memory, inputs=tuple(inputs), outputs=tuple(outputs),
+            images=tuple(images))
+        return Plan(request, payloads, target, account)
 
-    def execute(self, req: Request, inst: jobs.Instance, plan: dict, fed: dict, cost: JobCost) -> Result:
+    def execute(self, req: Request, inst: jobs.Instance, plan: Plan, fed: dict[str, bytes],
+                cost: JobCost) -> Result:
         result = Result(inst)
-        header = json.loads(json.dumps(plan["header"]))
-        payloads = list(plan["payloads"])
+        payloads = list(plan.payloads)
+        inputs = list(plan.request.inputs)
         for source in inst.sources:
             payloads.append(fed.get(source, b""))
-            header["inputs"].append({"alias": jobs.CONNECT_PREFIX + source, "payload": len(payloads) - 1})
+            inputs.append(protocol.InputChannel(jobs.CONNECT_PREFIX + source, payload=len(payloads) - 1))
+        request = replace(plan.request, inputs=tuple(inputs))
         # Sent as its pieces: one joined body per instance in flight would
         # copy every program and input it carries.
-        pieces = [protocol.encode(header, payloads)] + [p for p in payloads if p]
+        pieces = [protocol.encode(request.to_wire(), payloads)] + [p for p in payloads if p]
         length = sum(map(len, pieces))
-        local = plan["local"]
+        local = plan.local
         if local is not None:
             # The container's storage policy picks the object ring.
             env = dict(req.environ, PATH_INFO=f"/v1/{local.path.account}/{local.path.container}")
@@ -489,7 +511,7 @@ class ProxyQueryMiddleware:
             nodes = [d for d in ring.devs if d]
             random.shuffle(nodes)
             partition, nodes = 0, nodes[:3]
-            path = "/" + plan["account"]
+            path = "/" + plan.account
             headers = {}
         headers.update({"X-Backend-Storage-Policy-Index": str(policy_index),
                         "Content-Length": str(length),
@@ -499,16 +521,17 @@ class ProxyQueryMiddleware:
             status, reason, data, colocated = self.send(node, partition, path, headers, pieces, cost.outputs)
             if status == 200:
                 try:
-                    reply, outputs = protocol.decode(data)
+                    header, outputs = protocol.decode(data)
+                    reply = protocol.RunReply.from_wire(header)
                 except protocol.ProtocolError as e:
                     cost.outputs.give_back(len(data))
                     return result.fail(503, f"node {inst.name!r}: bad reply from {node['ip']}: {e}")
-                result.report = reply.get("report", {})
-                result.outputs = dict(zip(reply.get("outputs", []), outputs))
+                result.report = reply.report
+                result.outputs = dict(zip(reply.outputs, outputs))
                 result.colocated = colocated
-                status = exit_status.http_status(result.report.get("exit_code", exit_status.INTERNAL))
+                status = exit_status.http_status(reply.report.exit_code)
                 if status != 200:
-                    result.fail(status, f"node {inst.name!r}: {result.report.get('exit_state', 'failed')}")
+                    result.fail(status, f"node {inst.name!r}: {reply.report.exit_state}")
                 return result
             last = (status, f"node {inst.name!r}: {reason}")
             # Another replica may have the object or a free slot; anything else is final.
@@ -556,17 +579,16 @@ class ProxyQueryMiddleware:
 
     # ------------------------------------------------------------- response
     def respond(self, results: list[Result], started: float) -> Response:
+        reports = [r.report or not_run(r.reason) for r in results]
         headers = {
             "X-Nexe-System": ",".join(r.inst.name for r in results),
-            "X-Nexe-Status": ",".join(header_value(r.report.get("exit_state", r.reason or "not run"))
-                                      for r in results),
-            "X-Nexe-Retcode": ",".join(str(r.report.get("user_rc", 0)) for r in results),
-            "X-Nexe-Etag": ",".join(header_value(r.report.get("etag", "disable")) for r in results),
-            "X-Nexe-Validation": ",".join(str(r.report.get("validator", 2)) for r in results),
+            "X-Nexe-Status": ",".join(header_value(r.exit_state) for r in reports),
+            "X-Nexe-Retcode": ",".join(str(r.user_rc) for r in reports),
+            "X-Nexe-Etag": ",".join(header_value(r.etag) for r in reports),
+            "X-Nexe-Validation": ",".join(str(r.validator) for r in reports),
             "X-Nexe-Colocated": ",".join(r.colocated for r in results),
             "X-Nexe-Cdr-Line": ", ".join([f"{time.time() - started:.3f}"] + [
-                f"{r.report.get('elapsed', 0):.3f}, {r.report.get('cdr', exit_status.NO_ACCOUNTING)}"
-                for r in results]),
+                f"{r.elapsed:.3f}, {r.cdr}" for r in reports]),
         }
         failed = next((r for r in results if r.status != 200), None)
         if failed is not None:

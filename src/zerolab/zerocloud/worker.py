@@ -26,7 +26,6 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
 
 from zerolab.sandbox import Channel, Executor, Manifest, tarfs
 from zerolab.sandbox import executor as sandbox_executor
@@ -83,12 +82,13 @@ class JobRunner:
             os.replace(tmp, path)
         return path
 
-    def program(self, spec: dict, payloads: list[bytes]) -> tuple[str, list]:
+    def program(self, source: protocol.ProgramSource,
+                payloads: list[bytes]) -> tuple[str, list[sandbox_executor.ImageSpec]]:
         """-> (program path for the Manifest, images to mount)."""
-        if "payload" in spec:
-            return self.stored(payloads[spec["payload"]], "programs"), []
-        name, member = spec.get("image"), str(spec.get("path", "")).lstrip("/")
-        tar = self.sysimages.get(name)
+        if source.payload is not None:
+            return self.stored(payloads[source.payload], "programs"), []
+        name, member = source.image, (source.path or "").lstrip("/")
+        tar = self.sysimages.get(name) if name is not None else None
         if tar is None:
             raise ValueError(f"unknown system image {name!r}")
         image = self.executor.image(tar)
@@ -97,60 +97,58 @@ class JobRunner:
                 return f"{tar}/{prefix}{member}", [(tar, "/")]
         raise LookupError(f"program {member} not found in system image {name}")
 
-    def run(self, header: dict, payloads: list[bytes], fds: list[int]) -> tuple[dict, list[bytes]]:
+    def run(self, request: protocol.RunRequest, payloads: list[bytes],
+            fds: list[int]) -> tuple[protocol.RunReply | protocol.Refusal, list[bytes]]:
         try:
-            program, images = self.program(header["program"], payloads)
-            for extra in header.get("images", []):
-                images.append((self.stored(payloads[extra["payload"]], "images"), "/"))
+            program, images = self.program(request.program, payloads)
+            for extra in request.images:
+                images.append((self.stored(payloads[extra.payload], "images"), "/"))
         except LookupError as e:
-            return {"status": "ok", "report": failed(exit_status.INVALID_PROGRAM, str(e))}, []
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            return {"status": "bad-request", "reason": f"bad program spec: {e}"}, []
+            return protocol.RunReply(failed(exit_status.INVALID_PROGRAM, str(e))), []
+        except ValueError as e:
+            return protocol.Refusal("bad-request", f"bad program spec: {e}"), []
         except tarfs.ImageError as e:
-            return {"status": "ok", "report": failed(exit_status.BAD_INPUT, str(e))}, []
+            return protocol.RunReply(failed(exit_status.BAD_INPUT, str(e))), []
         channels = []
-        for spec in header.get("inputs", []):
-            alias = spec["alias"]
-            kind = SEQ_READ_SEQ_WRITE if alias == "/dev/stdin" else RND_READ_SEQ_WRITE
-            limit = int(header.get("max_input", DEFAULT_LIMIT))
-            uri: Any
-            if "fd" in spec:
-                uri = f"/proc/self/fd/{fds[spec['fd']]}"
+        limit = request.max_input if request.max_input is not None else DEFAULT_LIMIT
+        for spec in request.inputs:
+            kind = SEQ_READ_SEQ_WRITE if spec.alias == "/dev/stdin" else RND_READ_SEQ_WRITE
+            uri: str | bytes
+            if spec.fd is not None:
+                if spec.fd >= len(fds):
+                    return protocol.Refusal("bad-request", f"input {spec.alias} names descriptor {spec.fd}, "
+                                                           f"but {len(fds)} came with the request"), []
+                uri = f"/proc/self/fd/{fds[spec.fd]}"
             else:
-                uri = payloads[spec["payload"]]
-            channels.append(Channel(uri, alias, kind, 0, DEFAULT_LIMIT, limit, 0, 0))
+                uri = payloads[spec.payload or 0]
+            channels.append(Channel(uri, spec.alias, kind, 0, DEFAULT_LIMIT, limit, 0, 0))
         if not any(c.alias == "/dev/stdin" for c in channels):
             # Guests expect descriptors 0-2 (CPython refuses to start without them).
             channels.append(Channel(b"", "/dev/stdin", SEQ_READ_SEQ_WRITE, 0, DEFAULT_LIMIT, DEFAULT_LIMIT, 0, 0))
-        for spec in header.get("outputs", []):
-            channels.append(Channel(None, spec["alias"], SEQ_READ_SEQ_WRITE, 1, 0, 0,
-                                    DEFAULT_LIMIT, int(spec["limit"])))
-        manifest = Manifest(program=program, timeout=max(1, int(header.get("timeout", 10))),
-                            memory=int(header.get("memory", 256 << 20)), channels=channels, node=1)
-        args = [str(a) for a in header.get("args", [])] or [posixpath.basename(program)]
-        env = {str(k): str(v) for k, v in header.get("env", {}).items()}
-        report = self.executor.run(manifest, images=images, args=args, env=env)
-        if header.get("program_name"):   # name the program as the user did, not our cache file
-            report.exit_state = report.exit_state.replace(program, str(header["program_name"]))
-        names = [s["alias"] for s in header.get("outputs", [])]
+        for out in request.outputs:
+            if out.limit is None:   # the object server always sets it: its own cap applies
+                return protocol.Refusal("bad-request", f"output {out.alias} has no limit"), []
+            channels.append(Channel(None, out.alias, SEQ_READ_SEQ_WRITE, 1, 0, 0, DEFAULT_LIMIT, out.limit))
+        manifest = Manifest(program=program, timeout=max(1, request.timeout if request.timeout is not None else 10),
+                            memory=request.memory if request.memory is not None else 256 << 20,
+                            channels=channels, node=1)
+        args = list(request.args) or [posixpath.basename(program)]
+        report = self.executor.run(manifest, images=images, args=args, env=dict(request.env))
+        if request.program_name:   # name the program as the user did, not our cache file
+            report.exit_state = report.exit_state.replace(program, request.program_name)
+        names = tuple(out.alias for out in request.outputs)
         data = [report.outputs.get(a, b"") for a in names]
-        return {"status": "ok", "report": report_dict(report), "outputs": names}, data
+        return protocol.RunReply(job_report(report), names), data
 
 
-def failed(code: int, message: str, validator: int = 1) -> dict:
-    return report_dict(sandbox_executor.failure(code, message, validator=validator))
+def failed(code: int, message: str, validator: int = 1) -> protocol.JobReport:
+    return job_report(sandbox_executor.failure(code, message, validator=validator))
 
 
-def report_dict(report: sandbox_executor.Report) -> dict:
-    return {
-        "exit_code": report.exit_code,
-        "exit_state": report.exit_state,
-        "user_rc": report.user_rc,
-        "validator": report.validator,
-        "etag": report.etag,
-        "elapsed": round(report.elapsed, 6),
-        "cdr": report.accounting_line,
-    }
+def job_report(report: sandbox_executor.Report) -> protocol.JobReport:
+    return protocol.JobReport(exit_code=report.exit_code, exit_state=report.exit_state, user_rc=report.user_rc,
+                              validator=report.validator, etag=report.etag, elapsed=round(report.elapsed, 6),
+                              cdr=report.accounting_line)
 
 
 def serve(sock: socket.socket, runner: JobRunner) -> None:
@@ -161,16 +159,24 @@ def serve(sock: socket.socket, runner: JobRunner) -> None:
             header, payloads = reader.message(want_fds=True)
         except protocol.ProtocolError:
             return   # the daemon went away (or stopped us mid-message)
+        reply: protocol.RunReply | protocol.Refusal
+        data: list[bytes] = []
         try:
-            reply, data = runner.run(header, payloads, reader.fds)
+            request = protocol.parse_request(header)
+            if isinstance(request, protocol.RunRequest):
+                reply, data = runner.run(request, payloads, reader.fds)
+            else:
+                reply = protocol.Refusal("bad-request", "a worker only runs jobs")
+        except protocol.ProtocolError as e:
+            reply = protocol.Refusal("bad-request", f"malformed job: {e}")
         except (KeyError, IndexError, TypeError, ValueError) as e:
-            reply, data = {"status": "bad-request", "reason": f"malformed job: {type(e).__name__}: {e}"}, []
+            reply = protocol.Refusal("bad-request", f"malformed job: {type(e).__name__}: {e}")
         except MemoryError:
-            reply, data = {"status": "ok", "report": failed(
-                exit_status.MEMORY, "memory: the job's host side went over its memory cap", 0)}, []
+            reply = protocol.RunReply(failed(
+                exit_status.MEMORY, "memory: the job's host side went over its memory cap", 0))
         finally:
             protocol.close_all(reader.fds)
-        protocol.send(sock, reply, data)
+        protocol.send(sock, reply.to_wire(), data)
 
 
 def die_with_parent() -> None:
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     runner = JobRunner(sysimages, args.cache_dir)
     runner.warm()
-    protocol.send(sock, {"status": "ready", "pid": os.getpid()})
+    protocol.send(sock, protocol.WorkerReady(os.getpid()).to_wire())
     serve(sock, runner)
     return 0
 
