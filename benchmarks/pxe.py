@@ -27,7 +27,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from zerolab.pxeclient import PxeClient, wait_for
+from zerolab.pxe.client import PxeClient, wait_for
 
 CONTAINER = "zerolab-pxe"
 NETWORK = "zerolab-pxe-test"

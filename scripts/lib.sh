@@ -47,8 +47,8 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 
 # Debian's archive and security archive as the host's apt is configured for
 # them, so users behind their own mirror get the same mirror in the lab.
-debian_mirror() { python3 -P "$ZEROLAB_ROOT/src/zerolab/hostconfig.py" debian-mirror; }
-debian_security_mirror() { python3 -P "$ZEROLAB_ROOT/src/zerolab/hostconfig.py" debian-security-mirror; }
+debian_mirror() { python3 -P "$ZEROLAB_ROOT/src/zerolab/lab/hostconfig.py" debian-mirror; }
+debian_security_mirror() { python3 -P "$ZEROLAB_ROOT/src/zerolab/lab/hostconfig.py" debian-security-mirror; }
 
 podman_usable() {
     command -v podman >/dev/null 2>&1 || return 1

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 import yaml
 
-from zerolab import inventory, lab
+from zerolab.lab import ansible, containers, inventory
+from zerolab.lab.steps import LabError, Timeline
 
 ROOT = inventory.DEFAULT_INVENTORY.parents[2]
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is installed by scripts/bootstrap")
@@ -26,8 +27,8 @@ def _inventory_with(tmp_path, host, **changes):
 @needs_podman
 def test_an_address_held_by_the_host_stops_up_naming_the_node(tmp_path):
     broken = inventory.load(_inventory_with(tmp_path, "galera2", ansible_host="127.0.0.1"))
-    with pytest.raises(lab.LabError, match=r"galera2: address 127\.0\.0\.1 is already used by host interface lo"):
-        lab.check_addresses(broken)
+    with pytest.raises(LabError, match=r"galera2: address 127\.0\.0\.1 is already used by host interface lo"):
+        containers.check_addresses(broken)
 
 
 def _lab(*args):
@@ -58,12 +59,12 @@ def test_a_malformed_inventory_stops_the_lab_command(tmp_path):
 
 
 def test_smoke_steps_are_the_tags_of_the_smoke_playbook():
-    assert "sandbox" in lab.smoke_steps()
-    assert lab.smoke_steps() <= set(lab.SMOKE_STEPS)
+    assert "sandbox" in ansible.smoke_steps()
+    assert ansible.smoke_steps() <= set(ansible.SMOKE_STEPS)
 
 
 def test_a_smoke_step_without_checks_fails_instead_of_passing():
-    timeline = lab.Timeline()
-    with pytest.raises(lab.LabError, match="smoke nothing: playbooks/smoke.yml has no checks for 'nothing'"):
-        timeline.run("smoke: nothing", lab._missing_step, "nothing")
+    timeline = Timeline()
+    with pytest.raises(LabError, match="smoke nothing: playbooks/smoke.yml has no checks for 'nothing'"):
+        timeline.run("smoke: nothing", ansible.missing_step, "nothing")
     assert timeline.rows[-1][:2] == ("smoke: nothing", "FAIL")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from zerolab import hostconfig
+from zerolab.lab import hostconfig
 
 
 def test_deb822_sources(tmp_path):

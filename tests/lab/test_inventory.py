@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import yaml
 
-from zerolab import inventory
+from zerolab.lab import inventory
 
 ROOT = inventory.DEFAULT_INVENTORY.parents[2]
 

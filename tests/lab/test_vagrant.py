@@ -6,28 +6,28 @@ import shutil
 
 import pytest
 
-from zerolab import inventory, vagrantlab
-from zerolab.lab import LabError
+from zerolab.lab import inventory, vagrant
+from zerolab.lab.steps import LabError
 
 
 def test_several_machines_are_one_vagrant_regex_target():
-    pattern = vagrantlab.target(["galera1", "galera2"])
+    pattern = vagrant.target(["galera1", "galera2"])
     assert pattern == "/^(galera1|galera2)$/"
     regex = re.compile(pattern.strip("/"))
     assert regex.match("galera2") and not regex.match("galera22")
-    assert vagrantlab.target(["sandbox1"]) == "sandbox1"
+    assert vagrant.target(["sandbox1"]) == "sandbox1"
 
 
 def test_not_enough_memory_names_the_machines_and_the_fix():
     lab = inventory.load()
     huge = [inventory.Machine(m.name, m.address, 10**9, m.cpus, m.groups, m.vars) for m in lab.machines[:2]]
     with pytest.raises(LabError, match=r"^memory: the VMs need \d+ MiB \(sandbox1 1000000000, swift1 .*bring up fewer"):
-        vagrantlab.check_memory(huge, running=set())
+        vagrant.check_memory(huge, running=set())
 
 
 def test_running_machines_need_no_more_memory():
     huge = [inventory.Machine("sandbox1", "192.168.56.10", 10**9, 1, ["sandbox"])]
-    assert vagrantlab.check_memory(huge, running={"sandbox1"}).startswith("0 MiB")
+    assert vagrant.check_memory(huge, running={"sandbox1"}).startswith("0 MiB")
 
 
 def test_unknown_node_is_refused():
@@ -35,19 +35,19 @@ def test_unknown_node_is_refused():
         nodes = ["nosuch"]
 
     with pytest.raises(inventory.InventoryError, match="no machine named 'nosuch'"):
-        vagrantlab.selected(Args(), inventory.load())
+        vagrant.selected(Args(), inventory.load())
 
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is installed by scripts/bootstrap")
 def test_missing_box_says_how_to_get_it():
     with pytest.raises(LabError, match=r"^box: 'zerolab/no-such-box' is not installed .*vagrant box add"):
-        vagrantlab.check_box("zerolab/no-such-box")
+        vagrant.check_box("zerolab/no-such-box")
 
 
 def test_missing_vagrant_is_named_with_the_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LabError, match=r"^provider: vagrant is missing \(vagrant\): run scripts/bootstrap"):
-        vagrantlab.check_provider()
+        vagrant.check_provider()
 
 
 def fake_host_addresses(monkeypatch, ifname, address):
@@ -58,26 +58,26 @@ def fake_host_addresses(monkeypatch, ifname, address):
     class Printed:
         stdout = json.dumps(listing)
 
-    monkeypatch.setattr(vagrantlab.labcmd, "run", lambda argv, **_: Printed())
-    monkeypatch.setattr(vagrantlab.labcmd, "_which", lambda tool: False)
-    monkeypatch.setattr(vagrantlab, "libvirt_bridges", lambda: set())
+    monkeypatch.setattr(vagrant, "run", lambda argv, **_: Printed())
+    monkeypatch.setattr(vagrant, "which", lambda tool: False)
+    monkeypatch.setattr(vagrant, "libvirt_bridges", lambda: set())
 
 
 def test_an_address_held_by_the_host_is_named(monkeypatch):
     lab = inventory.load()
     fake_host_addresses(monkeypatch, "eth7", "192.168.56.10")
     with pytest.raises(LabError, match=r"^addresses: sandbox1's address 192.168.56.10 is held by host interface eth7"):
-        vagrantlab.check_addresses(lab, lab.machines)
+        vagrant.check_addresses(lab, lab.machines)
 
 
 def test_a_subnet_in_use_on_the_host_is_named(monkeypatch):
     lab = inventory.load()
     fake_host_addresses(monkeypatch, "br-other", "192.168.56.200")
     with pytest.raises(LabError, match=r"^addresses: 192.168.56.0/24 is already used by host interface br-other"):
-        vagrantlab.check_addresses(lab, lab.machines)
+        vagrant.check_addresses(lab, lab.machines)
 
 
 def test_free_addresses_pass(monkeypatch):
     lab = inventory.load()
     fake_host_addresses(monkeypatch, "eth0", "10.0.2.15")
-    assert vagrantlab.check_addresses(lab, lab.machines) == f"{len(lab.machines)} addresses free"
+    assert vagrant.check_addresses(lab, lab.machines) == f"{len(lab.machines)} addresses free"

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import vagrant
 
-from zerolab import inventory
+from zerolab.lab import inventory
 
 pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is installed by scripts/bootstrap")
 ROOT = inventory.DEFAULT_INVENTORY.parents[2]

@@ -1,11 +1,11 @@
-"""Fast checks of zerolab.pxeclient: command lines and DHCP packets, no VM."""
+"""Fast checks of zerolab.pxe.client: command lines and DHCP packets, no VM."""
 
 import struct
 from pathlib import Path
 
 import pytest
 
-from zerolab import pxeclient
+from zerolab.pxe import client as pxeclient
 
 
 def argv(firmware, **extra):

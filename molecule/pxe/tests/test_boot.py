@@ -8,7 +8,7 @@ UEFI (OVMF) goes its own: OVMF PXE -> shim -> GRUB -> kernel, over TFTP.
 benchmarks/pxe.py times both BIOS paths (TFTP/pxelinux and iPXE/HTTP).
 """
 
-from zerolab.pxeclient import PxeClient, wait_for
+from zerolab.pxe.client import PxeClient, wait_for
 
 BOOT_TIMEOUT = 300   # TCG, 1 vCPU: 60-100 s is usual; CI machines vary.
 

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import SERVER
-from zerolab.pxeclient import ARCH_ARM32_EFI, ARCH_BIOS, ARCH_EFI_X64, dhcp_probe
+from zerolab.pxe.client import ARCH_ARM32_EFI, ARCH_BIOS, ARCH_EFI_X64, dhcp_probe
 
 UNKNOWN = "52:54:00:62:0f:0f"   # no policy
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 LAB_GROUPS = ("sandbox", "swift", "pxe", "galera")
-DEFAULT_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "lab" / "hosts.yml"
+DEFAULT_INVENTORY = Path(__file__).resolve().parents[3] / "inventories" / "lab" / "hosts.yml"
 
 
 class InventoryError(ValueError):

@@ -20,10 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import lab as labcmd
+from . import ansible, containers
+from .status import print_status
+from .steps import ROOT, STATE, LabError, Timeline, run, script, which
 
-ROOT = labcmd.ROOT
-STATE = labcmd.STATE
 LIBVIRT = "qemu:///system"
 PROVIDER = "libvirt"
 BUILT_BOX = "zerolab/debian12"
@@ -43,16 +43,15 @@ def box_name():
 
 
 def vagrant_env(names, lab):
-    env = dict(os.environ, ZEROLAB_BOX=box_name(), VAGRANT_DEFAULT_PROVIDER=PROVIDER,
-               ZEROLAB_LIMIT=",".join(names), ZEROLAB_PROVISION_FROM=names[-1],
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
+    env = ansible.environment(ZEROLAB_BOX=box_name(), VAGRANT_DEFAULT_PROVIDER=PROVIDER,
+                              ZEROLAB_LIMIT=",".join(names), ZEROLAB_PROVISION_FROM=names[-1],
+                              ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
     return env
 
 
 def vagrant_handle(names, lab, quiet=False):
-    import vagrant
+    import vagrant  # python-vagrant, not this module: imports are absolute
 
     return vagrant.Vagrant(str(ROOT), quiet_stdout=quiet, quiet_stderr=quiet, env=vagrant_env(names, lab))
 
@@ -69,7 +68,7 @@ def virsh(*args, check=False):
 def lib_sh(function, step):
     result = subprocess.run(["bash", "-c", f'source "{ROOT}/scripts/lib.sh" && {function}'], text=True)
     if result.returncode != 0:
-        raise labcmd.LabError(f"{step}: scripts/lib.sh {function} failed (its message is above)")
+        raise LabError(f"{step}: scripts/lib.sh {function} failed (its message is above)")
 
 
 # --- pre-flight: bad input, before any VM starts --------------------------------
@@ -78,15 +77,15 @@ def check_provider():
     for tool, package in (("vagrant", "vagrant"), ("virsh", "libvirt-clients"), ("libvirtd", "libvirt-daemon-system"),
                           ("qemu-system-x86_64", "qemu-system-x86"), ("ansible-playbook", "the .venv toolchain")):
         if not shutil.which(tool, path=f"{ROOT / '.venv' / 'bin'}:/usr/sbin:{os.environ.get('PATH', '')}"):
-            raise labcmd.LabError(f"provider: {tool} is missing ({package}): run scripts/bootstrap as root")
+            raise LabError(f"provider: {tool} is missing ({package}): run scripts/bootstrap as root")
     plugins = Path("/usr/share/rubygems-integration/all/gems").glob("vagrant-libvirt-*")
     home_plugins = Path(os.environ.get("VAGRANT_HOME", Path.home() / ".vagrant.d")).glob("gems/*/gems/vagrant-libvirt-*")
     if not any(plugins) and not any(home_plugins):
-        raise labcmd.LabError("provider: the vagrant-libvirt plugin is missing: apt-get install vagrant-libvirt "
-                              "(or run scripts/bootstrap as root)")
+        raise LabError("provider: the vagrant-libvirt plugin is missing: apt-get install vagrant-libvirt "
+                       "(or run scripts/bootstrap as root)")
     if virsh("version").returncode != 0:
-        raise labcmd.LabError(f"provider: libvirtd does not answer on {LIBVIRT}: start it (scripts/lab up --vagrant "
-                              "starts it as root when the host has no init system), or run as root")
+        raise LabError(f"provider: libvirtd does not answer on {LIBVIRT}: start it (scripts/lab up --vagrant "
+                       "starts it as root when the host has no init system), or run as root")
     return f"libvirt ({os.environ.get('ZEROLAB_LIBVIRT_DRIVER', 'qemu')})"
 
 
@@ -98,7 +97,7 @@ def check_box(box):
         how = ("run scripts/build-box as root" if box == BUILT_BOX else
                f"vagrant box add {box} (public boxes need internet), or use ZEROLAB_BOX={BUILT_BOX} "
                "after scripts/build-box")
-        raise labcmd.LabError(f"box: '{box}' is not installed for the {PROVIDER} provider: {how}")
+        raise LabError(f"box: '{box}' is not installed for the {PROVIDER} provider: {how}")
     return box
 
 
@@ -120,31 +119,31 @@ def lab_domains():
 
 def check_addresses(lab, machines):
     """The lab's subnets must be ours alone: no host interface or container on them."""
-    if labcmd._which("podman"):
-        containers = labcmd.podman("ps", "-a", "--filter", f"label={labcmd.LABEL}", "--format", "{{.Names}}",
-                                   check=False).stdout.split()
-        if containers:
-            raise labcmd.LabError(f"addresses: the container lab holds the lab's addresses ({', '.join(containers)}): "
-                                  "run scripts/lab down first")
+    if which("podman"):
+        held = containers.podman("ps", "-a", "--filter", f"label={containers.LABEL}", "--format", "{{.Names}}",
+                                 check=False).stdout.split()
+        if held:
+            raise LabError(f"addresses: the container lab holds the lab's addresses ({', '.join(held)}): "
+                           "run scripts/lab down first")
     ours = libvirt_bridges()
     subnets = [ipaddress.ip_network(lab.vars["lab_network"])]
     if "lab_provisioning_network" in lab.vars:
         subnets.append(ipaddress.ip_network(lab.vars["lab_provisioning_network"]))
     wanted = {m.address: m.name for m in machines}
-    for entry in json.loads(labcmd.run(["ip", "-j", "address"]).stdout):
+    for entry in json.loads(run(["ip", "-j", "address"]).stdout):
         if entry["ifname"] in ours:
             continue
         for address in entry.get("addr_info", []):
             if address.get("family") != "inet":
                 continue
             if address["local"] in wanted:
-                raise labcmd.LabError(f"addresses: {wanted[address['local']]}'s address {address['local']} is held by "
-                                      f"host interface {entry['ifname']}: free it or change {lab.path}")
+                raise LabError(f"addresses: {wanted[address['local']]}'s address {address['local']} is held by "
+                               f"host interface {entry['ifname']}: free it or change {lab.path}")
             for subnet in subnets:
                 if ipaddress.ip_address(address["local"]) in subnet:
-                    raise labcmd.LabError(f"addresses: {subnet} is already used by host interface {entry['ifname']} "
-                                          f"({address['local']}): remove it (scripts/lab down, if it is the container "
-                                          f"lab's) or change {lab.path}")
+                    raise LabError(f"addresses: {subnet} is already used by host interface {entry['ifname']} "
+                                   f"({address['local']}): remove it (scripts/lab down, if it is the container "
+                                   f"lab's) or change {lab.path}")
     return f"{len(machines)} addresses free"
 
 
@@ -156,9 +155,9 @@ def check_memory(machines, running):
             available = int(line.split()[1]) // 1024
     if needed + HOST_RESERVE_MIB > available:
         names = ", ".join(f"{m.name} {m.memory}" for m in machines if m.name not in running)
-        raise labcmd.LabError(f"memory: the VMs need {needed} MiB ({names}) plus {HOST_RESERVE_MIB} MiB for the host, "
-                              f"but only {available} MiB are available: bring up fewer nodes "
-                              "(scripts/lab up --vagrant NODE ...) or free memory")
+        raise LabError(f"memory: the VMs need {needed} MiB ({names}) plus {HOST_RESERVE_MIB} MiB for the host, "
+                       f"but only {available} MiB are available: bring up fewer nodes "
+                       "(scripts/lab up --vagrant NODE ...) or free memory")
     return f"{needed} MiB of {available} MiB"
 
 
@@ -166,7 +165,7 @@ def running_machines(names, lab):
     try:
         return {s.name for s in vagrant_handle(names, lab, quiet=True).status() if s.state == "running"}
     except Exception as error:  # python-vagrant raises CalledProcessError with no message of Vagrant's
-        raise labcmd.LabError(f"status: `vagrant status` failed ({error}); run `vagrant status` to see why") from None
+        raise LabError(f"status: `vagrant status` failed ({error}); run `vagrant status` to see why") from None
 
 
 # --- the commands ------------------------------------------------------------------
@@ -181,12 +180,12 @@ def selected(args, lab):
 def up(args, lab):
     machines = selected(args, lab)
     names = [m.name for m in machines]
-    timeline = labcmd.Timeline()
+    timeline = Timeline()
     try:
         timeline.run("libvirt daemons", lib_sh, "start_libvirt", "libvirt daemons")
         timeline.run("pre-flight: provider", check_provider)
         if box_name() == BUILT_BOX:
-            timeline.run("box", labcmd.script, "build-box", "box")
+            timeline.run("box", script, "build-box", "box")
         timeline.run("pre-flight: box", check_box, box_name())
         running = running_machines(names, lab)
         timeline.run("pre-flight: addresses", check_addresses, lab, [m for m in machines if m.name not in running])
@@ -196,12 +195,12 @@ def up(args, lab):
         if not args.no_smoke:
             inventory_path = timeline.run("vagrant ssh-config", write_inventory, names, lab).split()[-1]
             groups = {g for m in machines for g in m.groups}
-            have = labcmd.smoke_steps()
-            for step in labcmd.SMOKE_STEPS:
+            have = ansible.smoke_steps()
+            for step in ansible.SMOKE_STEPS:
                 if step not in groups:
                     continue
                 if step not in have:
-                    timeline.run(f"smoke: {step}", labcmd._missing_step, step)
+                    timeline.run(f"smoke: {step}", ansible.missing_step, step)
                     continue
                 timeline.run(f"smoke: {step}", smoke, Path(inventory_path), step)
     finally:
@@ -213,8 +212,8 @@ def vagrant_up(names, lab):
     try:
         vagrant_handle(names, lab).up(vm_name=target(names), provider=PROVIDER, no_provision=True)
     except subprocess.CalledProcessError:
-        raise labcmd.LabError(f"vagrant up: {', '.join(names)} did not come up (Vagrant's message is above); "
-                              "look with `vagrant status` and `virsh list --all`") from None
+        raise LabError(f"vagrant up: {', '.join(names)} did not come up (Vagrant's message is above); "
+                       "look with `vagrant status` and `virsh list --all`") from None
     return f"{len(names)} VMs running"
 
 
@@ -222,8 +221,8 @@ def vagrant_provision(names, lab):
     try:
         vagrant_handle(names, lab).provision(vm_name=names[-1])
     except subprocess.CalledProcessError:
-        raise labcmd.LabError(f"provision: site.yml failed on {', '.join(names)} (Ansible's output is above); "
-                              f"look with `vagrant ssh {names[0]}`") from None
+        raise LabError(f"provision: site.yml failed on {', '.join(names)} (Ansible's output is above); "
+                       f"look with `vagrant ssh {names[0]}`") from None
     return f"site.yml --limit {','.join(names)}"
 
 
@@ -240,7 +239,7 @@ def write_inventory(names, lab):
             "ansible_host": conf["HostName"], "ansible_port": int(conf.get("Port", 22)),
             "ansible_user": conf["User"], "ansible_ssh_private_key_file": conf["IdentityFile"],
         }
-    groups = {g: {"hosts": {n: None for n in names if g in lab.machine(n).groups}} for g in labcmd.SMOKE_STEPS}
+    groups = {g: {"hosts": {n: None for n in names if g in lab.machine(n).groups}} for g in ansible.SMOKE_STEPS}
     data = {"all": {"vars": {**{k: v for k, v in lab.vars.items() if k not in VAGRANT_OWNED},
                              "ansible_become": True, "common_admin_user": "vagrant"},
                     "hosts": hosts, "children": {g: v for g, v in groups.items() if v["hosts"]}}}
@@ -251,16 +250,15 @@ def write_inventory(names, lab):
 
 
 def smoke(inventory_path, step):
-    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
+    env = ansible.environment(ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
     log = STATE / f"vagrant-smoke-{step}.log"
     with open(log, "w") as out:
         result = subprocess.run(["ansible-playbook", "-i", str(inventory_path), str(ROOT / "playbooks" / "smoke.yml"),
                                  "--tags", step], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         failed = [line.strip() for line in log.read_text().splitlines() if '"msg"' in line or "msg:" in line]
-        raise labcmd.LabError(f"smoke {step}: failed ({failed[-1] if failed else 'see the log'}); "
-                              f"see {log.relative_to(ROOT)}")
+        raise LabError(f"smoke {step}: failed ({failed[-1] if failed else 'see the log'}); "
+                       f"see {log.relative_to(ROOT)}")
     return "ok"
 
 
@@ -277,7 +275,7 @@ def down(args, lab):
     leftovers = cleanup_libvirt()
     remaining = lab_domains()
     if remaining:
-        raise labcmd.LabError(f"down: {', '.join(remaining)} could not be removed; look with `virsh list --all`")
+        raise LabError(f"down: {', '.join(remaining)} could not be removed; look with `virsh list --all`")
     shutil.rmtree(ROOT / ".vagrant" / "machines", ignore_errors=True)
     lib_sh("stop_libvirt", "down")
     print(f"destroyed the Vagrant lab{'; also removed ' + ', '.join(leftovers) if leftovers else ''}")
@@ -316,4 +314,4 @@ def status(args, lab):
         except subprocess.CalledProcessError:
             print("status: `vagrant status` failed; run it to see why", file=sys.stderr)
             return 1
-    return labcmd.print_status(lab, states, args.json)
+    return print_status(lab, states, args.json)

@@ -1,8 +1,8 @@
 """Boot one disk-less PXE client for a while: the smoke job's pxe step.
 
-    python -m zerolab.pxeboot --network zerolab-provisioning --mac 52:54:00:57:00:10 [--firmware bios] [--seconds 300]
+    python -m zerolab.pxe.boot --network zerolab-provisioning --mac 52:54:00:57:00:10 [--firmware bios] [--seconds 300]
 
-It attaches a QEMU machine (see zerolab.pxeclient) to the bridge of the given
+It attaches a QEMU machine (see zerolab.pxe.client) to the bridge of the given
 network (the container lab's podman network, or the Vagrant lab's libvirt
 network of that name) and keeps it running until it is stopped (SIGTERM) or the
 time is up; whoever watches the PXE server's logs decides when the boot has
@@ -19,8 +19,9 @@ import subprocess
 import sys
 import time
 
-from .pxeclient import FIRMWARES, PxeClient
-from .vagrantlab import libvirt_bridge
+from zerolab.lab.vagrant import libvirt_bridge
+
+from .client import FIRMWARES, PxeClient
 
 
 def bridge_of(network: str) -> str:
