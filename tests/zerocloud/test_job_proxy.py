@@ -56,9 +56,13 @@ class FakeLogger:
         self.logged.append(msg % args)
 
 
+# The modules that import Swift or eventlet: imported afresh against the stand-ins.
+SWIFT_MODULES = ("proxy", "objectquery", "subrequests", "routing", "response", "execution")
+
+
 @pytest.fixture
-def proxy(monkeypatch):
-    """proxy.py imported against stand-ins; sys.modules is restored afterwards."""
+def zc(monkeypatch):
+    """The proxy filter's modules imported against stand-ins; sys.modules is restored afterwards."""
     def module(name, **attrs):
         m = types.ModuleType(name)
         m.__dict__.update(attrs)
@@ -77,16 +81,16 @@ def proxy(monkeypatch):
     module("swift.common.wsgi", make_subrequest=None)
     module("swift.proxy.controllers.base", get_container_info=None)
     module("swift.obj.diskfile", DiskFileError=Exception, DiskFileNotExist=Exception)
-    for name in ("zerolab.zerocloud.proxy", "zerolab.zerocloud.objectquery"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
     package = importlib.import_module("zerolab.zerocloud")
-    for name in ("proxy", "objectquery"):
+    for name in SWIFT_MODULES:
+        monkeypatch.delitem(sys.modules, f"zerolab.zerocloud.{name}", raising=False)
         monkeypatch.delattr(package, name, raising=False)
-    return importlib.import_module("zerolab.zerocloud.proxy")
+    return types.SimpleNamespace(**{name: importlib.import_module(f"zerolab.zerocloud.{name}")
+                                    for name in SWIFT_MODULES})
 
 
-def middleware(proxy, **conf):
-    return proxy.ProxyQueryMiddleware(app=None, conf={k: str(v) for k, v in conf.items()})
+def middleware(zc, **conf):
+    return zc.proxy.ProxyQueryMiddleware(app=None, conf={k: str(v) for k, v in conf.items()})
 
 
 def call(mw, env=None):
@@ -97,8 +101,8 @@ def call(mw, env=None):
 
 
 # ------------------------------------------------------------------- 500
-def test_a_bug_is_one_generic_line_with_the_transaction_id(proxy, monkeypatch):
-    mw = middleware(proxy)
+def test_a_bug_is_one_generic_line_with_the_transaction_id(zc, monkeypatch):
+    mw = middleware(zc)
 
     def broken(req, started):
         raise KeyError("/etc/swift/secret-internal-path")
@@ -110,8 +114,8 @@ def test_a_bug_is_one_generic_line_with_the_transaction_id(proxy, monkeypatch):
     assert mw.logger.logged == ["zerocloud: internal error in transaction tx123"]
 
 
-def test_a_job_error_is_its_status_and_one_line(proxy, monkeypatch):
-    mw = middleware(proxy)
+def test_a_job_error_is_its_status_and_one_line(zc, monkeypatch):
+    mw = middleware(zc)
 
     def refused(req, started):
         raise JobError(413, "too\nmany  things")
@@ -123,9 +127,9 @@ def test_a_job_error_is_its_status_and_one_line(proxy, monkeypatch):
 
 @pytest.mark.parametrize("conf", [{"zerovm_maxnodes": job.MAX_NODES + 1}, {"zerovm_maxnodes": 0},
                                   {"zerovm_maxjoboutput": 0}, {"zerovm_max_listing": -1}])
-def test_a_configuration_without_bounds_is_refused_at_start(proxy, conf):
+def test_a_configuration_without_bounds_is_refused_at_start(zc, conf):
     with pytest.raises(ValueError):
-        middleware(proxy, **conf)
+        middleware(zc, **conf)
 
 
 # --------------------------------------------------------------- listing
@@ -146,56 +150,56 @@ class Container:
         return FakeResponse(200, json.dumps([{"name": n, "bytes": 1} for n in page]).encode())
 
 
-def test_listing_pages_through_and_keeps_what_matches(proxy, monkeypatch):
-    mw = middleware(proxy)
+def test_listing_pages_through_and_keeps_what_matches(zc, monkeypatch):
+    mw = middleware(zc)
     box = Container([f"log-{i:05d}" for i in range(2500)] + ["part-7.txt", "zz-part-1.txt"])
-    monkeypatch.setattr(mw, "sub", box.sub)
-    assert mw.list_objects(None, SwiftPath("a", "c", "*part-*.txt")) == ["part-7.txt", "zz-part-1.txt"]
-    assert all(f"limit={proxy.LISTING_PAGE}" in q for q in box.queries)
+    monkeypatch.setattr(mw.objects, "sub", box.sub)
+    assert mw.objects.list_objects(None, SwiftPath("a", "c", "*part-*.txt")) == ["part-7.txt", "zz-part-1.txt"]
+    assert all(f"limit={zc.subrequests.LISTING_PAGE}" in q for q in box.queries)
     assert len(box.queries) == 3
 
 
-def test_listing_scans_at_most_zerovm_max_listing_names(proxy, monkeypatch):
-    mw = middleware(proxy, zerovm_max_listing=2500)
+def test_listing_scans_at_most_zerovm_max_listing_names(zc, monkeypatch):
+    mw = middleware(zc, zerovm_max_listing=2500)
     box = Container([f"log-{i:06d}" for i in range(100_000)])
-    monkeypatch.setattr(mw, "sub", box.sub)
+    monkeypatch.setattr(mw.objects, "sub", box.sub)
     with pytest.raises(JobError) as e:
-        mw.list_objects(None, SwiftPath("a", "c", "*.txt"))
+        mw.objects.list_objects(None, SwiftPath("a", "c", "*.txt"))
     assert e.value.status == 413
     assert "zerovm_max_listing (2500)" in e.value.reason
     assert len(box.queries) == 3
 
 
-def test_listing_matches_over_zerovm_maxnodes_are_413(proxy, monkeypatch):
-    mw = middleware(proxy, zerovm_maxnodes=10)
+def test_listing_matches_over_zerovm_maxnodes_are_413(zc, monkeypatch):
+    mw = middleware(zc, zerovm_maxnodes=10)
     box = Container([f"part-{i}" for i in range(50)])
-    monkeypatch.setattr(mw, "sub", box.sub)
+    monkeypatch.setattr(mw.objects, "sub", box.sub)
     with pytest.raises(JobError) as e:
-        mw.list_objects(None, SwiftPath("a", "c", "part-*"))
+        mw.objects.list_objects(None, SwiftPath("a", "c", "part-*"))
     assert e.value.status == 413 and "zerovm_maxnodes (10)" in e.value.reason
 
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"name": "x"}', b"[" * 50000, b"\xff"])
-def test_a_listing_that_is_not_json_is_503_not_a_traceback(proxy, monkeypatch, body):
-    mw = middleware(proxy)
-    monkeypatch.setattr(mw, "sub", lambda *a, **k: FakeResponse(200, body))
+def test_a_listing_that_is_not_json_is_503_not_a_traceback(zc, monkeypatch, body):
+    mw = middleware(zc)
+    monkeypatch.setattr(mw.objects, "sub", lambda *a, **k: FakeResponse(200, body))
     with pytest.raises(JobError) as e:
-        mw.list_objects(None, SwiftPath("a", "c", "*"))
+        mw.objects.list_objects(None, SwiftPath("a", "c", "*"))
     assert e.value.status == 503 and "not a JSON listing" in e.value.reason
 
 
-def test_a_listing_whose_marker_does_not_move_ends(proxy, monkeypatch):
-    mw = middleware(proxy)
-    same = json.dumps([{"name": "a"}] * proxy.LISTING_PAGE).encode()
+def test_a_listing_whose_marker_does_not_move_ends(zc, monkeypatch):
+    mw = middleware(zc)
+    same = json.dumps([{"name": "a"}] * zc.subrequests.LISTING_PAGE).encode()
     calls = []
 
     def stuck(*a, **k):
         calls.append(1)
         return FakeResponse(200, same)
-    monkeypatch.setattr(mw, "sub", stuck)
+    monkeypatch.setattr(mw.objects, "sub", stuck)
     with pytest.raises(JobError):   # every "a" matches: over zerovm_maxnodes before any loop
-        mw.list_objects(None, SwiftPath("a", "c", "*"))
-    assert mw.list_objects(None, SwiftPath("a", "c", "b*")) == []
+        mw.objects.list_objects(None, SwiftPath("a", "c", "*"))
+    assert mw.objects.list_objects(None, SwiftPath("a", "c", "b*")) == []
     assert len(calls) <= 3
 
 
@@ -219,19 +223,19 @@ def budget(limit=1000):
     return job.Budget(limit, f"outputs of this job exceed zerovm_maxjoboutput ({limit} bytes)")
 
 
-def test_a_reply_within_the_budget_is_counted(proxy):
+def test_a_reply_within_the_budget_is_counted(zc):
     b = budget()
-    assert proxy.read_reply(Reply(b"x" * 600), b) == b"x" * 600
+    assert zc.routing.read_reply(Reply(b"x" * 600), b) == b"x" * 600
     assert b.used == 600
 
 
 @pytest.mark.parametrize("length", [True, False])
-def test_a_reply_over_the_budget_is_413_and_nothing_is_kept(proxy, monkeypatch, length):
-    monkeypatch.setattr(proxy, "REPLY_PIECE", 100)
+def test_a_reply_over_the_budget_is_413_and_nothing_is_kept(zc, monkeypatch, length):
+    monkeypatch.setattr(zc.routing, "REPLY_PIECE", 100)
     b = budget()
     b.take(500)
     with pytest.raises(JobError) as e:
-        proxy.read_reply(Reply(b"x" * 600, length=length), b)
+        zc.routing.read_reply(Reply(b"x" * 600, length=length), b)
     assert e.value.status == 413 and e.value.reason == "outputs of this job exceed zerovm_maxjoboutput (1000 bytes)"
     assert b.used == 500
 
@@ -253,34 +257,36 @@ class Connection:
 NODE = {"ip": "10.0.0.1", "port": 6200, "device": "sdb1"}
 
 
-def test_send_sends_pieces_and_answers_413_when_the_job_is_over_budget(proxy, monkeypatch):
-    mw = middleware(proxy)
+def test_send_sends_pieces_and_answers_413_when_the_job_is_over_budget(zc, monkeypatch):
+    mw = middleware(zc)
     conns = []
 
     def connect(reply):
         def http_connect(*a, **k):
             conns.append(Connection(reply))
             return conns[-1]
-        monkeypatch.setattr(proxy, "http_connect", http_connect)
+        monkeypatch.setattr(zc.routing, "http_connect", http_connect)
 
     b = budget(1000)
+    send = mw.object_servers.send
     connect(Reply(b"y" * 300))
-    assert mw.send(NODE, 0, "/a", {}, [b"head", b"program", b"input"], b) == (200, "", b"y" * 300, "0")
+    assert send(NODE, 0, "/a", {}, [b"head", b"program", b"input"], b) == zc.routing.Answer(200, "", b"y" * 300, "0")
     assert conns[-1].sent == [b"head", b"program", b"input"]
     connect(Reply(b"y" * 800))
-    status, reason, data, _ = mw.send(NODE, 0, "/a", {}, [b"h"], b)
-    assert (status, data) == (413, b"") and "zerovm_maxjoboutput" in reason
+    answer = send(NODE, 0, "/a", {}, [b"h"], b)
+    assert (answer.status, answer.body) == (413, b"") and "zerovm_maxjoboutput" in answer.reason
     assert b.used == 300
     connect(Reply(b"busy\nnow", status=429))
-    assert mw.send(NODE, 0, "/a", {}, [b"h"], b)[:2] == (429, "busy now")
+    answer = send(NODE, 0, "/a", {}, [b"h"], b)
+    assert (answer.status, answer.reason) == (429, "busy now")
     assert b.used == 300
     connect(OSError("connection refused"))
-    assert mw.send(NODE, 0, "/a", {}, [b"h"], b)[0] == 503
+    assert send(NODE, 0, "/a", {}, [b"h"], b).status == 503
     assert b.used == 300
 
 
 # ---------------------------------------------------------------- fetches
-def test_body_of_reads_at_most_the_limit_and_closes(proxy):
+def test_body_of_reads_at_most_the_limit_and_closes(zc):
     closed = []
 
     class Stream:
@@ -295,29 +301,29 @@ def test_body_of_reads_at_most_the_limit_and_closes(proxy):
         def close(self):
             closed.append(True)
     stream = Stream()
-    assert proxy.body_of(FakeResponse(200, app_iter=stream), 250) is None
+    assert zc.subrequests.body_of(FakeResponse(200, app_iter=stream), 250) is None
     assert stream.read == 3 and closed == [True]
-    assert proxy.body_of(FakeResponse(200, b"small"), 250) == b"small"
+    assert zc.subrequests.body_of(FakeResponse(200, b"small"), 250) == b"small"
 
 
-def test_programs_count_once_per_job_and_the_cache_is_bounded_in_bytes(proxy, monkeypatch):
+def test_programs_count_once_per_job_and_the_cache_is_bounded_in_bytes(zc, monkeypatch):
     nexe = 1000
-    mw = middleware(proxy, zerovm_maxnexe=nexe)
+    mw = middleware(zc, zerovm_maxnexe=nexe)
     gets = []
-    monkeypatch.setattr(mw, "check_readable", lambda req, path, what: FakeResponse(200, headers={"Etag": "e"}))
+    monkeypatch.setattr(mw.objects, "check_readable", lambda req, path, what: FakeResponse(200, headers={"Etag": "e"}))
 
     def sub(req, method, path, **k):
         gets.append(str(path))
         return FakeResponse(200, b"w" * nexe)
-    monkeypatch.setattr(mw, "sub", sub)
-    cost = proxy.JobCost(10 * nexe, 10 * nexe)
+    monkeypatch.setattr(mw.objects, "sub", sub)
+    cost = zc.subrequests.JobCost(10 * nexe, 10 * nexe)
     for i in range(8):
         for _ in range(3):   # three instances of each program: fetched and counted once
-            mw.program(None, cost, SwiftPath("a", "bin", f"p{i}.wasm"), "node")
+            mw.objects.program(None, cost, SwiftPath("a", "bin", f"p{i}.wasm"), "node")
     assert len(gets) == 8
     assert cost.inputs.used == 8 * nexe
-    assert sum(map(len, mw.programs.values())) <= 4 * nexe
+    assert sum(map(len, mw.objects.programs.values())) <= 4 * nexe
     with pytest.raises(JobError) as e:   # the job's budget: 10 programs' worth
         for i in range(8, 11):
-            mw.program(None, cost, SwiftPath("a", "bin", f"p{i}.wasm"), "node")
+            mw.objects.program(None, cost, SwiftPath("a", "bin", f"p{i}.wasm"), "node")
     assert e.value.status == 413 and "zerovm_maxjobinput" in e.value.reason

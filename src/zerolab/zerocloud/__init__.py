@@ -3,9 +3,14 @@
 Where things are:
   job.py          parses and validates a job (JSON description or #! script)
                   and expands it into the nodes that will run (wildcards, connect)
-  proxy.py        the proxy-server filter: access checks through the rest of the
-                  pipeline, routing to a replica's object server, fan-out,
-                  MapReduce stages, the response and its X-Nexe-* headers
+  proxy.py        the proxy-server filter: takes a job POST and parses it; its parts:
+    proxy_config.py   its options, checked at start
+    subrequests.py    reads, listings and writes through the rest of the
+                      pipeline as the caller (access checks), the program cache
+    routing.py        which object servers may run an instance (the ring) and
+                      the EXECUTE sent to one
+    execution.py      the plan of each instance and the stages (fan-out, MapReduce)
+    response.py       the job's answer and its X-Nexe-* headers
   objectquery.py  the object-server filter: runs one node on the object's
                   data file by asking the node's executor daemon
   protocol.py     the small JSON-over-unix-socket protocol to that daemon

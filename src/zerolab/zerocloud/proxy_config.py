@@ -1,0 +1,77 @@
+"""The proxy filter's options (the ``[filter:zerocloud]`` section), read once and checked.
+
+Standard library only, like job.py: what a job may cost the proxy is stated
+in terms of these (proxy.py's docstring), so a configuration that leaves one
+unbounded is refused when the filter starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .job import MAX_NODES
+
+DEFAULTS = {
+    "swift_dir": "/etc/swift",
+    "zerovm_timeout": "10",
+    "zerovm_maxinput": str(1 << 30),
+    "zerovm_maxoutput": str(100 << 20),
+    "zerovm_maxconfig": "65536",
+    "zerovm_maxnexe": str(64 << 20),
+    "zerovm_maxnexemem": str(256 << 20),
+    "zerovm_maxnodes": "64",
+    "zerovm_maxjobinput": str(256 << 20),
+    "zerovm_maxjoboutput": str(256 << 20),
+    "zerovm_max_listing": "100000",
+    "zerovm_concurrency": "8",
+    "zerovm_sysimage_devices": "",
+    "zerovm_default_content_type": "application/octet-stream",
+    "conn_timeout": "0.5",
+}
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    swift_dir: str
+    timeout: int                 # zerovm_timeout: seconds a node may run
+    max_input: int               # zerovm_maxinput: bytes of one input object
+    max_output: int              # zerovm_maxoutput: bytes of one output
+    max_config: int              # zerovm_maxconfig: bytes of the job description
+    max_nexe: int                # zerovm_maxnexe: bytes of one swift:// program
+    max_memory: int              # zerovm_maxnexemem: bytes of guest memory
+    max_nodes: int               # zerovm_maxnodes: instances of one job
+    max_job_input: int           # zerovm_maxjobinput: bytes the proxy fetches for one job
+    max_job_output: int          # zerovm_maxjoboutput: bytes of one job's outputs together
+    max_listing: int             # zerovm_max_listing: names a wildcard may scan
+    concurrency: int             # zerovm_concurrency: instances of one stage at once
+    conn_timeout: float          # seconds to connect to an object server
+    sysimages: frozenset[str]    # zerovm_sysimage_devices
+    default_content_type: str    # zerovm_default_content_type, for outputs without one
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, str]) -> ProxyConfig:
+        conf = dict(DEFAULTS, **conf)
+        config = cls(
+            swift_dir=conf["swift_dir"],
+            timeout=int(conf["zerovm_timeout"]),
+            max_input=int(conf["zerovm_maxinput"]),
+            max_output=int(conf["zerovm_maxoutput"]),
+            max_config=int(conf["zerovm_maxconfig"]),
+            max_nexe=int(conf["zerovm_maxnexe"]),
+            max_memory=int(conf["zerovm_maxnexemem"]),
+            max_nodes=int(conf["zerovm_maxnodes"]),
+            max_job_input=int(conf["zerovm_maxjobinput"]),
+            max_job_output=int(conf["zerovm_maxjoboutput"]),
+            max_listing=int(conf["zerovm_max_listing"]),
+            concurrency=int(conf["zerovm_concurrency"]),
+            conn_timeout=float(conf["conn_timeout"]),
+            sysimages=frozenset(conf["zerovm_sysimage_devices"].split()),
+            default_content_type=conf["zerovm_default_content_type"],
+        )
+        if not 1 <= config.max_nodes <= MAX_NODES:
+            raise ValueError(f"zerovm_maxnodes must be between 1 and {MAX_NODES} (got {config.max_nodes})")
+        for option in ("zerovm_maxjobinput", "zerovm_maxjoboutput", "zerovm_max_listing"):
+            if int(conf[option]) < 1:
+                raise ValueError(f"{option} must be a positive number (got {conf[option]})")
+        return config
