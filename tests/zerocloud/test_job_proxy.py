@@ -1,92 +1,18 @@
 """The proxy filter's own bounds (zerolab.zerocloud.proxy) without Swift: the
 listing scan, the output budget on an object server's reply, the program
 cache, and the one generic line of a 500.  Swift and eventlet are not
-installed where these tests run, so proxy.py is imported against small
-stand-ins for the few names it takes from them; the real pipeline is
+installed where these tests run, so the filter is imported against the
+stand-ins of conftest.py (the ``zc`` fixture); the real pipeline is
 exercised by the swift Molecule scenario."""
 
-import importlib
 import json
-import sys
-import types
 
 import pytest
 
 from zerolab.zerocloud import job
 from zerolab.zerocloud.job import JobError, SwiftPath
 
-
-class FakeTimeout(Exception):
-    def __init__(self, seconds=None):
-        super().__init__(seconds)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class FakeResponse:
-    def __init__(self, status=200, body=b"", content_type=None, app_iter=None, headers=None):
-        self.status_int = status
-        self.status = f"{status} Fake"
-        self.headers = dict(headers or {})
-        self.body = body
-        self.app_iter = app_iter
-        self.content_length = None if app_iter is not None else len(body)
-        if content_type:
-            self.headers["Content-Type"] = content_type
-
-    def __call__(self, env, start_response):
-        start_response(self.status, list(self.headers.items()))
-        return [self.body]
-
-
-class FakeRequest:
-    def __init__(self, env):
-        self.environ = env
-
-
-class FakeLogger:
-    def __init__(self):
-        self.logged = []
-
-    def exception(self, msg, *args):
-        self.logged.append(msg % args)
-
-
-# The modules that import Swift or eventlet: imported afresh against the stand-ins.
-SWIFT_MODULES = ("proxy", "objectquery", "subrequests", "routing", "response", "execution")
-
-
-@pytest.fixture
-def zc(monkeypatch):
-    """The proxy filter's modules imported against stand-ins; sys.modules is restored afterwards."""
-    def module(name, **attrs):
-        m = types.ModuleType(name)
-        m.__dict__.update(attrs)
-        monkeypatch.setitem(sys.modules, name, m)
-
-    module("eventlet", GreenPool=None, Timeout=FakeTimeout, spawn=None)
-    for name in ("swift", "swift.common", "swift.proxy", "swift.proxy.controllers", "swift.obj"):
-        module(name)
-    module("swift.common.bufferedhttp", http_connect=None)
-    module("swift.common.exceptions", ConnectionTimeout=FakeTimeout)
-    module("swift.common.http", is_success=lambda status: 200 <= status < 300)
-    module("swift.common.registry", register_swift_info=lambda *a, **k: None)
-    module("swift.common.storage_policy", POLICIES=None)
-    module("swift.common.swob", Request=FakeRequest, Response=FakeResponse)
-    module("swift.common.utils", get_logger=lambda conf, log_route: FakeLogger(), split_path=None)
-    module("swift.common.wsgi", make_subrequest=None)
-    module("swift.proxy.controllers.base", get_container_info=None)
-    module("swift.obj.diskfile", DiskFileError=Exception, DiskFileNotExist=Exception)
-    package = importlib.import_module("zerolab.zerocloud")
-    for name in SWIFT_MODULES:
-        monkeypatch.delitem(sys.modules, f"zerolab.zerocloud.{name}", raising=False)
-        monkeypatch.delattr(package, name, raising=False)
-    return types.SimpleNamespace(**{name: importlib.import_module(f"zerolab.zerocloud.{name}")
-                                    for name in SWIFT_MODULES})
+from .conftest import FakeResponse
 
 
 def middleware(zc, **conf):
