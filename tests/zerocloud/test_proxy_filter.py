@@ -1,0 +1,344 @@
+"""The proxy's zerocloud filter (proxy.py and its parts) as a WSGI filter, in
+the way Swift tests its own middleware: a fake Swift behind it (objects,
+listings, access checks), a fake ring and fake object servers that decode
+the EXECUTE they get and answer in the executor protocol."""
+
+import io
+import json
+
+import pytest
+
+from zerolab.zerocloud import protocol
+
+from .conftest import FakeResponse, call
+
+NODES = [{"ip": "10.0.0.1", "port": 6200, "device": "sdb1"}, {"ip": "10.0.0.2", "port": 6200, "device": "sdc1"}]
+OK_REPORT = protocol.JobReport(exit_code=0, exit_state="ok", user_rc=0, validator=0, etag="disable",
+                               elapsed=0.25, cdr="0.01 0.02 1 12 1 5 0 0 0 0")
+
+
+class Swift:
+    """The rest of the pipeline: objects by path, a listing per container,
+    403 for paths the caller may not read; every subrequest recorded."""
+
+    def __init__(self, objects=None, forbidden=()):
+        self.objects = dict(objects or {})
+        self.forbidden = set(forbidden)
+        self.seen = []   # (method, path) of subrequests; ("app", method, path) of passed-through requests
+
+    def __call__(self, env, start_response):
+        self.seen.append(("app", env["REQUEST_METHOD"], env.get("PATH_INFO")))
+        return FakeResponse(204, b"", headers={"X-Passed": "yes"})(env, start_response)
+
+    def subrequest(self, env, method, path, body=None, headers=None, agent=None, swift_source=None):
+        assert swift_source == "ZC" and env.get("REMOTE_USER") == "alice"   # as the caller
+        swift = self
+
+        class Sub:
+            def get_response(self, app):
+                return swift.answer(method, path, body, headers)
+        return Sub()
+
+    def answer(self, method, url, body, headers):
+        path, _, query = url.partition("?")
+        self.seen.append((method, path))
+        if path in self.forbidden:
+            return FakeResponse(403, b"forbidden")
+        if method == "PUT":
+            self.objects[path] = body
+            return FakeResponse(201)
+        if query:
+            prefix = path + "/"
+            names = sorted(p[len(prefix):] for p in self.objects if p.startswith(prefix))
+            marker = dict(q.split("=", 1) for q in query.split("&"))["marker"]
+            page = [{"name": n} for n in names if n > marker]
+            return FakeResponse(200, json.dumps(page).encode()) if page else FakeResponse(204)
+        if path not in self.objects:
+            return FakeResponse(404, b"not found")
+        data = self.objects[path]
+        return FakeResponse(200, data if method == "GET" else b"", headers={"Etag": str(hash(data))})
+
+
+class Ring:
+    devs = NODES
+
+    def get_nodes(self, account, container, obj):
+        return 7, list(NODES)
+
+
+class Policies:
+    class default:   # Swift's attribute name
+        idx = 0
+
+    def get_object_ring(self, index, swift_dir):
+        return Ring()
+
+
+class Reply:
+    def __init__(self, status, data, headers=None):
+        self.status, self.data = status, data
+        self.headers = dict({"Content-Length": str(len(data))}, **(headers or {}))
+
+    def read(self, n):
+        piece, self.data = self.data[:n], self.data[n:]
+        return piece
+
+    def getheader(self, name):
+        return self.headers.get(name)
+
+
+class ObjectServers:
+    """Fake object servers: each EXECUTE is decoded, recorded and answered by
+    ``answer(ip, request, payloads)`` -> (status, body bytes, headers)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.executes = []
+
+    def connect(self, ip, port, device, partition, method, path, headers=None):
+        servers = self
+
+        class Connection:
+            sent = b""
+
+            def send(self, data):
+                self.sent += data
+
+            def getresponse(self):
+                assert int(headers["Content-Length"]) == len(self.sent)
+                header, payloads = protocol.decode(self.sent)
+                request = protocol.RunRequest.from_wire(header)
+                servers.executes.append({"ip": ip, "device": device, "partition": partition, "method": method,
+                                         "path": path, "headers": headers, "request": request,
+                                         "payloads": payloads})
+                return Reply(*servers.answer(ip, request, payloads))
+        return Connection()
+
+
+def ran(stdout=b"hello\n", report=OK_REPORT, colocated="c0c0"):
+    """An object server's answer for a job that ran: its report and stdout."""
+    def answer(ip, request, payloads):
+        outputs = [o.alias for o in request.outputs]
+        data = [stdout if a == "/dev/stdout" else b"" for a in outputs]
+        return 200, protocol.pack(protocol.RunReply(report, tuple(outputs)).to_wire(), data), \
+            {"X-Nexe-Colocated": colocated}
+    return answer
+
+
+@pytest.fixture
+def cluster(zc, monkeypatch):
+    """The filter in front of a fake Swift, with the ring and object servers steered by each test."""
+    swift = Swift({"/v1/a/c/data.txt": b"one two\n", "/v1/a/bin/wc.wasm": b"\0asm\1\0\0\0"})
+    servers = ObjectServers(ran())
+    monkeypatch.setattr(zc.subrequests, "make_subrequest", swift.subrequest)
+    monkeypatch.setattr(zc.routing, "POLICIES", Policies())
+    monkeypatch.setattr(zc.routing, "get_container_info", lambda env, app, swift_source: {"storage_policy": "0"})
+    monkeypatch.setattr(zc.routing, "http_connect", servers.connect)
+
+    class Cluster:
+        def __init__(self):
+            self.swift, self.servers = swift, servers
+
+        def filter(self, **conf):
+            conf = dict({"zerovm_sysimage_devices": "python", "zerovm_timeout": 10}, **conf)
+            return zc.proxy.ProxyQueryMiddleware(swift, {k: str(v) for k, v in conf.items()})
+    return Cluster()
+
+
+def post(mw, body, path="/v1/a", content_type="application/json", headers=None, length=True):
+    if isinstance(body, (list, dict)):
+        body = json.dumps(body).encode()
+    env = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "wsgi.input": io.BytesIO(body),
+           "CONTENT_TYPE": content_type, "HTTP_X_ZEROVM_EXECUTE": "1.0", "REMOTE_USER": "alice",
+           "swift.trans_id": "tx1"}
+    if length:
+        env["CONTENT_LENGTH"] = str(len(body))
+    env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()})
+    status, headers, data = call(mw, env)
+    return int(status.split()[0]), headers, data
+
+
+def one_line_reason(data):
+    text = data.decode()
+    assert text.endswith("\n") and "\n" not in text[:-1], text
+    return text[:-1]
+
+
+WORDCOUNT = [{"name": "wc", "exec": {"path": "file://python:python", "args": "wc.py -l"},
+              "devices": [{"name": "stdin", "path": "swift://a/c/data.txt"}, {"name": "stdout"}]}]
+
+
+# ------------------------------------------------------------ pass-through
+@pytest.mark.parametrize("method, headers", [("GET", {}), ("PUT", {}), ("POST", {}),
+                                             ("GET", {"HTTP_X_ZEROVM_EXECUTE": "1.0"})])
+def test_requests_that_are_not_jobs_pass_through_untouched(cluster, method, headers):
+    mw = cluster.filter()
+    env = dict({"REQUEST_METHOD": method, "PATH_INFO": "/v1/a/c/o", "wsgi.input": io.BytesIO(b"")}, **headers)
+    status, got, data = call(mw, env)
+    assert status.startswith("204") and got["X-Passed"] == "yes"
+    assert cluster.swift.seen == [("app", method, "/v1/a/c/o")]
+    assert cluster.servers.executes == []
+
+
+# -------------------------------------------------------------------- jobs
+def test_a_job_runs_next_to_its_input_and_answers_with_stdout_and_nexe_headers(cluster):
+    status, headers, data = post(cluster.filter(zerovm_maxoutput=1000), WORDCOUNT)
+    assert status == 200, data
+    assert data == b"hello\n"
+    assert headers["X-Nexe-System"] == "wc"
+    assert headers["X-Nexe-Status"] == "ok"
+    assert headers["X-Nexe-Retcode"] == "0"
+    assert headers["X-Nexe-Etag"] == "disable"
+    assert headers["X-Nexe-Validation"] == "0"
+    assert headers["X-Nexe-Colocated"] == "c0c0"
+    assert headers["X-Nexe-Cdr-Line"].split(", ")[1:] == ["0.250", "0.01 0.02 1 12 1 5 0 0 0 0"]
+    assert "X-Nexe-Error" not in headers
+    # Read access checked as the caller before it ran; the object itself not fetched.
+    assert ("HEAD", "/v1/a/c/data.txt") in cluster.swift.seen
+    assert ("GET", "/v1/a/c/data.txt") not in cluster.swift.seen
+    [sent] = cluster.servers.executes
+    assert (sent["ip"], sent["partition"], sent["method"], sent["path"]) == ("10.0.0.1", 7, "EXECUTE", "/a/c/data.txt")
+    assert sent["headers"]["X-Zerocloud-Local-Alias"] == "/dev/stdin"
+    assert sent["headers"]["X-Backend-Storage-Policy-Index"] == "0"
+    assert sent["headers"]["X-Trans-Id"] == "tx1"
+    request = sent["request"]
+    assert request.program == protocol.ProgramSource(image="python", path="python")
+    assert request.program_name == "file://python:python"
+    assert request.args == ("wc", "wc.py", "-l")
+    assert (request.timeout, request.inputs) == (10, ())
+    assert request.outputs == (protocol.OutputChannel("/dev/stdout", 1000),)
+
+
+def test_a_replica_without_the_object_is_skipped(cluster):
+    def second_has_it(ip, request, payloads):
+        if ip == "10.0.0.1":
+            return 404, b"/a/c/data.txt is not on device sdb1\n", {}
+        return ran()(ip, request, payloads)
+    cluster.servers.answer = second_has_it
+    status, headers, data = post(cluster.filter(), WORDCOUNT)
+    assert (status, data) == (200, b"hello\n")
+    assert [e["ip"] for e in cluster.servers.executes] == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_a_swift_program_and_a_script_are_sent_as_payloads_and_outputs_stored(cluster):
+    job = [{"name": "count", "exec": {"path": "swift://a/bin/wc.wasm"},
+            "devices": [{"name": "stdin", "path": "swift://a/c/data.txt"},
+                        {"name": "stdout", "path": "swift://a/out/count.txt", "content_type": "text/plain"}]}]
+    status, headers, data = post(cluster.filter(), job)
+    assert (status, data) == (200, b"")
+    [sent] = cluster.servers.executes
+    assert sent["request"].program == protocol.ProgramSource(payload=0)
+    assert sent["payloads"] == [b"\0asm\1\0\0\0"]
+    assert cluster.swift.objects["/v1/a/out/count.txt"] == b"hello\n"
+
+
+def test_a_script_posted_to_an_object_reads_it_as_stdin(cluster):
+    status, _, data = post(cluster.filter(), b"#!file://python:python\nprint(1)\n", path="/v1/a/c/data.txt",
+                           content_type="text/x-python")
+    assert (status, data) == (200, b"hello\n")
+    [sent] = cluster.servers.executes
+    assert sent["path"] == "/a/c/data.txt"
+    assert sent["request"].inputs == (protocol.InputChannel("/script", payload=0),)
+    assert sent["payloads"] == [b"#!file://python:python\nprint(1)\n"]
+
+
+# ------------------------------------------------------------------ errors
+@pytest.mark.parametrize("body, kwargs, status, reason", [
+    (WORDCOUNT, {"headers": {"X-Zerovm-Execute": "2.0"}}, 400, "unsupported X-Zerovm-Execute '2.0' (use 1.0)"),
+    (WORDCOUNT, {"path": "/v1/a/c"}, 400,
+     "POST a job to /v1/<account>, or a script to /v1/<account>/<container>/<object>"),
+    (WORDCOUNT, {"path": "/v1/a/c/o"}, 400, "POST a JSON job description to /v1/<account>, not to an object"),
+    (b"", {}, 400, "empty job: POST a JSON job description or a #! script"),
+    (b"{not json", {}, 400, None),
+    (b"x" * 70000, {}, 413, "job is 70000 bytes, more than zerovm_maxconfig (65536)"),
+    (b"x" * 70000, {"length": False}, 413, "job is more than zerovm_maxconfig (65536) bytes"),
+    (b"\0" * 10, {"content_type": "application/x-tar"}, 400,
+     "POSTing a ZeroVM image (tar) is not supported; POST a JSON job description"),
+    ([dict(WORDCOUNT[0], count=100)], {}, 413, None),
+])
+def test_a_job_that_cannot_run_is_a_4xx_with_one_line(cluster, body, kwargs, status, reason):
+    got, headers, data = post(cluster.filter(), body, **kwargs)
+    assert got == status
+    line = one_line_reason(data)
+    assert reason is None or line == reason
+    assert cluster.servers.executes == []
+
+
+def test_an_input_the_caller_may_not_read_is_403_and_nothing_runs(cluster):
+    cluster.swift.forbidden.add("/v1/a/c/data.txt")
+    status, _, data = post(cluster.filter(), WORDCOUNT)
+    assert status == 403
+    assert one_line_reason(data) == "node 'wc': not allowed to read swift://a/c/data.txt (403 Fake)"
+    assert cluster.servers.executes == []
+
+
+def test_a_missing_input_is_404(cluster):
+    del cluster.swift.objects["/v1/a/c/data.txt"]
+    status, _, data = post(cluster.filter(), WORDCOUNT)
+    assert status == 404 and one_line_reason(data) == "node 'wc': swift://a/c/data.txt not found"
+
+
+def test_auth_middleware_denial_is_returned_as_it_is(cluster):
+    mw = cluster.filter()
+    env = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/a", "wsgi.input": io.BytesIO(b"[]"), "CONTENT_LENGTH": "2",
+           "HTTP_X_ZEROVM_EXECUTE": "1.0", "swift.authorize": lambda req: FakeResponse(401, b"who are you\n")}
+    status, _, data = call(mw, env)
+    assert status.startswith("401") and data == b"who are you\n"
+    assert cluster.swift.seen == [] and cluster.servers.executes == []
+
+
+def test_a_timeout_is_408_with_the_error_header_and_the_stderr_tail(cluster):
+    report = protocol.JobReport(exit_code=6, exit_state="timeout: ran longer than 10 s", user_rc=0, validator=0,
+                                etag="disable", elapsed=10.0, cdr="9.00 1.00 0 0 0 0 0 0 0 0")
+
+    def timed_out(ip, request, payloads):
+        outputs = [o.alias for o in request.outputs] + ["/dev/stderr"]
+        data = [b"partial" if a == "/dev/stdout" else b"Traceback: slow\n" for a in outputs]
+        return 200, protocol.pack(protocol.RunReply(report, tuple(outputs)).to_wire(), data), {}
+    cluster.servers.answer = timed_out
+    status, headers, data = post(cluster.filter(), WORDCOUNT)
+    assert status == 408
+    assert data.decode() == "node 'wc': timeout: ran longer than 10 s\nstderr:\nTraceback: slow\n"
+    assert headers["X-Nexe-Error"] == "node 'wc': timeout: ran longer than 10 s"
+    assert headers["X-Nexe-Status"] == "timeout: ran longer than 10 s"
+    assert headers["X-Nexe-Cdr-Line"].split(", ")[1:] == ["10.000", "9.00 1.00 0 0 0 0 0 0 0 0"]
+
+
+@pytest.mark.parametrize("answer, status, reason", [
+    ((429, b"too many jobs: 4 running\n", {}), 429, "node 'wc': too many jobs: 4 running"),
+    ((200, b"\0\0\0\x02{}", {}), 503, "node 'wc': bad reply from 10.0.0.1: reply lacks"),
+    ((400, b"malformed job request: x\n", {}), 400, "node 'wc': malformed job request: x"),
+])
+def test_an_object_server_that_cannot_run_it_is_its_status(cluster, answer, status, reason):
+    cluster.servers.answer = lambda ip, request, payloads: answer
+    got, headers, data = post(cluster.filter(), WORDCOUNT)
+    assert got == status
+    assert one_line_reason(data).startswith(reason)
+    assert headers["X-Nexe-Status"].startswith(reason.replace(",", ";")[:20])
+    assert headers["X-Nexe-Validation"] == "2" and headers["X-Nexe-Retcode"] == "0"
+    # Busy: the next replica is tried; a bad reply or a 400 is final.
+    assert len(cluster.servers.executes) == (2 if status == 429 else 1)
+
+
+def test_a_wildcard_fans_out_and_each_header_has_one_element_per_instance(cluster):
+    cluster.swift.objects["/v1/a/c/more.txt"] = b"three\n"
+
+    def guest_exit_for_more(ip, request, payloads):
+        if not cluster.servers.executes[-1]["path"].endswith("/more.txt"):
+            return ran(b"one\n")(ip, request, payloads)
+        report = protocol.JobReport(exit_code=1, exit_state="guest exit: 3", user_rc=3, validator=0,
+                                    etag="/dev/stdout 1a2b", elapsed=1.0, cdr="0.00 0.10 1 6 1 2 0 0 0 0")
+        return ran(b"two\n", report, colocated="d1d1")(ip, request, payloads)
+    cluster.servers.answer = guest_exit_for_more
+    job = [dict(WORDCOUNT[0], devices=[{"name": "stdin", "path": "swift://a/c/*.txt"}, {"name": "stdout"}])]
+    status, headers, data = post(cluster.filter(), job)
+    assert status == 200   # a guest's own non-zero exit is the job's result, not an HTTP error
+    assert data == b"one\ntwo\n"
+    assert sorted(e["path"] for e in cluster.servers.executes) == ["/a/c/data.txt", "/a/c/more.txt"]
+    assert headers["X-Nexe-System"] == "wc-1,wc-2"
+    assert headers["X-Nexe-Status"] == "ok,guest exit: 3"
+    assert headers["X-Nexe-Retcode"] == "0,3"
+    assert headers["X-Nexe-Etag"] == "disable,/dev/stdout 1a2b"
+    assert headers["X-Nexe-Colocated"] == "c0c0,d1d1"
+    assert headers["X-Nexe-Cdr-Line"].split(", ")[1:] == ["0.250", "0.01 0.02 1 12 1 5 0 0 0 0",
+                                                           "1.000", "0.00 0.10 1 6 1 2 0 0 0 0"]
