@@ -26,7 +26,7 @@ from typing import Union
 import wasmtime
 
 from . import tarfs, wasi
-from .manifest import DEFAULT_LIMIT, Channel, Manifest, ManifestError
+from .manifest import DEFAULT_LIMIT, Channel, Manifest, ManifestError, Mount
 from .nvram import NVRAM
 from .status import (
     BAD_INPUT,
@@ -48,7 +48,12 @@ try:
 except importlib.metadata.PackageNotFoundError:
     ENGINE_TAG = "wasmtime-unknown-zerolab-v1"
 TICK_SECONDS = 0.01   # epoch granularity: timeouts fire within 10 ms of their deadline
-ImageSpec = Union[str, tuple]
+# An image to mount: a tar's path (at /), or (path, mountpoint).
+ImageSpec = Union[str, tuple[str, str]]
+# A compiled module's identity: the real path, the tar member (None: a plain
+# wasm file), and the file's size, mtime and inode.
+ModuleKey = tuple[str, Union[str, None], int, int, int]
+FileStamp = tuple[int, int, int]
 
 
 @dataclass
@@ -116,6 +121,12 @@ def failure(code: int, message: str, validator: int = 0) -> Report:
                   user_rc=0)
 
 
+@dataclass(frozen=True)
+class CompiledProgram:
+    module: wasmtime.Module
+    pre: wasmtime.InstancePre
+
+
 class ProgramError(Exception):
     pass
 
@@ -134,9 +145,9 @@ class Executor:
         self.cache_dir = cache_dir
         self.max_modules = max_modules
         self.max_images = max_images
-        self._modules: dict[tuple, wasmtime.Module] = {}
-        self._by_name: dict[str, tuple] = {}
-        self._images: dict[tuple, tarfs.Image] = {}
+        self._modules: dict[ModuleKey, CompiledProgram] = {}
+        self._by_name: dict[str, tuple[str, FileStamp, CompiledProgram]] = {}
+        self._images: dict[tarfs.ImageKey, tarfs.Image] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="zerolab-epoch", daemon=True)
@@ -156,16 +167,20 @@ class Executor:
         """The compiled module for ``program``: a wasm file, or a member of a tar
         given as ``/path/image.tar/member`` (how zvsh runs ``python`` from an image
         without extracting it).  Raises ProgramError with a one-line message."""
+        return self.compiled(program).module
+
+    def compiled(self, program: str) -> CompiledProgram:
+        """load_module's module, with its imports resolved (what a run instantiates)."""
         # Fast path for warm jobs: one stat() of the program decides whether the
         # cached module is still current (same size, mtime and inode).
         with self._lock:
             hit = self._by_name.get(program)
         if hit is not None:
-            path, stamp, module = hit
+            path, stamp, compiled = hit
             try:
                 st = os.stat(path)
                 if (st.st_size, st.st_mtime_ns, st.st_ino) == stamp:
-                    return module
+                    return compiled
             except OSError:
                 pass
         host_path, member = split_program(program)
@@ -176,7 +191,7 @@ class Executor:
         except OSError as e:
             raise ProgramError(f"program {program}: {e.strerror}") from None
         stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
-        key = (os.path.realpath(host_path), member) + stamp
+        key: ModuleKey = (os.path.realpath(host_path), member, *stamp)
         with self._lock:
             cached = self._modules.get(key)
         if cached is not None:
@@ -185,17 +200,18 @@ class Executor:
             return cached
         module = self._load_uncached(host_path, member, key, program)
         # InstancePre: import resolution done once, so each job only instantiates.
-        module.pre = self.linker.instantiate_pre(module)
+        compiled = CompiledProgram(module, self.linker.instantiate_pre(module))
         with self._lock:
-            self._modules[key] = module
-            self._by_name[program] = (host_path, stamp, module)
+            self._modules[key] = compiled
+            self._by_name[program] = (host_path, stamp, compiled)
             # A long-lived Executor sees many programs: keep the most recent ones.
             while len(self._modules) > self.max_modules:
                 old = self._modules.pop(next(iter(self._modules)))
                 self._by_name = {k: v for k, v in self._by_name.items() if v[2] is not old}
-        return module
+        return compiled
 
-    def _load_uncached(self, host_path: str, member: str | None, key: tuple, program: str):
+    def _load_uncached(self, host_path: str, member: str | None, key: ModuleKey,
+                       program: str) -> wasmtime.Module:
         """Compiles, or loads a serialized module from cache_dir.  The disk cache is
         content-addressed (sha256 of the wasm), so a copy of a known program (zvsh's
         boot.1 in a new save dir) is not compiled again; a small by-stat entry maps
@@ -258,6 +274,8 @@ class Executor:
     def _deserialize(self, digest: str) -> wasmtime.Module | None:
         # Only files this code wrote are read back: cache_dir must be private to
         # the user (deserializing is trusting the bytes to be wasmtime's own).
+        if not self.cache_dir:
+            return None
         path = os.path.join(self.cache_dir, f"{digest}.cwasm")
         if not os.path.exists(path):
             return None
@@ -267,7 +285,7 @@ class Executor:
             return None  # another wasmtime version or config: compile again
 
     @staticmethod
-    def _cache_write(path: str, data: bytes) -> None:
+    def _cache_write(path: str, data: bytes | bytearray) -> None:
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
@@ -342,7 +360,8 @@ class Executor:
         report.cpu_sys = cpu1.system - cpu0.system
         return report
 
-    def _run(self, manifest, stdin, images, args, env) -> Report:
+    def _run(self, manifest: Manifest, stdin: bytes | None, images: Iterable[ImageSpec],
+             args: list[str] | None, env: dict[str, str] | None) -> Report:
         manifest.validate()
         # NVRAM: from the manifest object, or read from its /dev/nvram channel.
         nv_args, nv_env, mounts, mapping = manifest.args, manifest.env, manifest.mounts, {}
@@ -367,7 +386,7 @@ class Executor:
         nv_env = nv_env or {}
 
         try:
-            module = self.load_module(manifest.program)
+            program = self.compiled(manifest.program)
         except ProgramError as e:
             return failure(INVALID_PROGRAM, str(e), validator=1)
 
@@ -377,14 +396,15 @@ class Executor:
             prepared = self._prepare(run, manifest, stdin, images, mounts or [], mapping)
             if prepared is not None:
                 return prepared
-            self._execute(run, module, manifest, report)
+            self._execute(run, program, manifest, report)
         finally:
             for ch in run.channels:
                 ch.close()
         self._finish(run, manifest, report)
         return report
 
-    def _prepare(self, run: wasi.Run, manifest: Manifest, stdin, images, mounts, mapping):
+    def _prepare(self, run: wasi.Run, manifest: Manifest, stdin: bytes | None, images: Iterable[ImageSpec],
+                 mounts: list[Mount], mapping: dict[str, str]) -> Report | None:
         """Opens every channel and mounts every image before the guest starts
         (ZeroVM did the same: a channel that cannot open means no session)."""
         by_alias = {}
@@ -421,8 +441,8 @@ class Executor:
                 return failure(BAD_INPUT, str(e))
             run.mount(image, m.mountpoint)
             run.image_channel[id(image)] = ch
-        for spec in images:
-            path, mountpoint = (spec, "/") if isinstance(spec, str) else (spec[0], spec[1])
+        for image_spec in images:
+            path, mountpoint = (image_spec, "/") if isinstance(image_spec, str) else image_spec
             try:
                 image = self.image(path)
             except tarfs.ImageError as e:
@@ -437,7 +457,7 @@ class Executor:
         run.fds[3] = wasi.OpenFD(run.root, "/")
         return None
 
-    def _execute(self, run: wasi.Run, module, manifest: Manifest, report: Report) -> None:
+    def _execute(self, run: wasi.Run, program: CompiledProgram, manifest: Manifest, report: Report) -> None:
         store = wasmtime.Store(self.engine)
         store.set_limits(memory_size=manifest.memory, instances=1, tables=4, memories=1,
                          table_elements=1 << 20)
@@ -445,7 +465,7 @@ class Executor:
         wasi.current.run = run
         try:
             try:
-                instance = module.pre.instantiate(store)
+                instance = program.pre.instantiate(store)
             except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
                 text = str(e)
                 if getattr(e, "trap_code", None) == wasmtime.TrapCode.INTERRUPT:
@@ -468,6 +488,10 @@ class Executor:
                 return
             run.attach(store, memory)
             start = exports["_start"]
+            if not isinstance(start, wasmtime.Func):
+                report.exit_code, report.exit_state = INVALID_PROGRAM, "invalid program: _start is not a function"
+                report.validator = 1
+                return
             user_rc = 0
             try:
                 try:
@@ -508,7 +532,7 @@ class Executor:
             # garbage collection: a worker near its memory cap cannot wait.
             run.store = run.memory = None
 
-    def _trap(self, run, manifest, report, trap: wasmtime.Trap) -> None:
+    def _trap(self, run: wasi.Run, manifest: Manifest, report: Report, trap: wasmtime.Trap) -> None:
         code = getattr(trap, "trap_code", None)
         if code == wasmtime.TrapCode.INTERRUPT:
             report.exit_code, report.exit_state = TIMEOUT, (
@@ -521,9 +545,9 @@ class Executor:
             report.exit_code, report.exit_state = CRASH, f"crash: {trap_reason(trap.message)}"
         report.user_rc = 0
 
-    def _memory_tag(self, run, manifest, report) -> None:
+    def _memory_tag(self, run: wasi.Run, manifest: Manifest, report: Report) -> None:
         # Memory etag (the Memory line's 2nd field): a digest of the final guest memory.
-        if manifest.etag and run.memory is not None:
+        if manifest.etag and run.memory is not None and run.store is not None:
             try:
                 n = run.memory.data_len(run.store)
                 digest = hashlib.sha1(run.read(0, n)).hexdigest()
@@ -562,7 +586,7 @@ def near_memory_cap(run: wasi.Run, manifest: Manifest) -> bool:
     growth (memory.grow returns -1) without telling the host, so a guest that
     fails while its memory is within a few MiB of the cap is reported as having
     run out of memory."""
-    if run.memory is None:
+    if run.memory is None or run.store is None:
         return False
     try:
         size = run.memory.data_len(run.store)

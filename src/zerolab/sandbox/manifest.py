@@ -186,7 +186,7 @@ class Manifest:
             if key not in values:
                 raise ManifestError(f"mandatory key {key} is missing", None, source)
 
-        def number(key: str, lo: int, hi: int) -> int:
+        def bounded_int(key: str, lo: int, hi: int) -> int:
             line, value = values[key]
             try:
                 n = parse_int(value)
@@ -202,7 +202,7 @@ class Manifest:
         line, program = values["Program"]
         if not program:
             raise ManifestError("Program is empty", line, source)
-        timeout = number("Timeout", 1, MAX_TIMEOUT)
+        timeout = bounded_int("Timeout", 1, MAX_TIMEOUT)
         line, mem_value = values["Memory"]
         tokens = [t.strip() for t in mem_value.split(",")]
         if len(tokens) != 2:
@@ -217,7 +217,7 @@ class Manifest:
         if tokens[1] not in ("0", "1"):
             raise ManifestError(f"invalid memory etag token {tokens[1]!r} (expected 0 or 1)", line, source)
         etag = int(tokens[1])
-        node = number("Node", 1, MAX_TIMEOUT) if "Node" in values else None
+        node = bounded_int("Node", 1, MAX_TIMEOUT) if "Node" in values else None
         for key in TOLERATED_KEYS:
             if key in values:
                 extra[key] = values[key][1]

@@ -13,7 +13,7 @@ import hashlib
 import os
 import posixpath
 import tarfile
-from typing import Union
+from typing import Any, Protocol, Union
 
 
 @functools.lru_cache(maxsize=4096)   # every job asks again for /dev and its channels
@@ -55,7 +55,17 @@ class Symlink:
         self.ino = ino
 
 
-Node = Union[Dir, File, Symlink]
+class Placed(Protocol):
+    """A node a runtime places in the tree besides the tar's own (the
+    sandbox's channels): tarfs only walks past it."""
+
+    @property
+    def ino(self) -> int: ...
+
+
+Node = Union[Dir, File, Symlink, Placed]
+# What identifies an indexed image: its real path, size, mtime and inode.
+ImageKey = tuple[str, int, int, int]
 
 
 class ImageError(Exception):
@@ -65,7 +75,7 @@ class ImageError(Exception):
 class Image:
     """An indexed tar: ``root`` is its tree; ``fd`` is opened lazily per process."""
 
-    def __init__(self, path: str, root: Dir, key: tuple):
+    def __init__(self, path: str, root: Dir, key: ImageKey):
         self.path = path
         self.root = root
         self.key = key
@@ -94,16 +104,16 @@ class Image:
         """Finds a member by path (relative to the image root), following symlinks."""
         return resolve(self.root, path)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "root": self.root, "key": self.key}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.path, self.root, self.key = state["path"], state["root"], state["key"]
         self._fd = None
         _attach(self.root, self)
 
 
-def image_key(path: str) -> tuple:
+def image_key(path: str) -> ImageKey:
     st = os.stat(path)
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
 

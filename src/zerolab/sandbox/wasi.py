@@ -19,6 +19,7 @@ found in a thread-local (``current``), set by the Executor around each run.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import posixpath
@@ -27,6 +28,7 @@ import stat as stat_mod
 import struct
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 import wasmtime
 
@@ -93,7 +95,7 @@ class ChannelState:
     """A declared channel during one run: its backing, positions and counters."""
 
     def __init__(self, spec: Channel, host_fd: int | None = None, own_fd: bool = False,
-                 data=None, size: int = 0, regular: bool = False):
+                 data: bytes | bytearray | memoryview | None = None, size: int = 0, regular: bool = False):
         self.spec = spec
         self.alias = spec.alias
         self.fd = host_fd          # host file descriptor, or None for memory channels
@@ -109,7 +111,8 @@ class ChannelState:
         self.ino = tarfs.inode("channel", spec.alias)
 
     def limit(self, name: str) -> int:
-        return getattr(self.spec, name)
+        limit: int = getattr(self.spec, name)
+        return limit
 
     def close(self) -> None:
         if self.fd is not None and self.own_fd:
@@ -130,7 +133,7 @@ class ChannelNode:
 class OpenFD:
     __slots__ = ("node", "pos", "path", "append")
 
-    def __init__(self, node, path: str = "/", append: bool = False):
+    def __init__(self, node: tarfs.Node, path: str = "/", append: bool = False):
         self.node = node      # ChannelNode, tarfs.File or tarfs.Dir
         self.pos = 0          # for tar files
         self.path = path      # for directories: absolute guest path
@@ -155,13 +158,13 @@ class Run:
         self.quota_hit: str | None = None
         self.exit_status: int | None = None   # set by proc_exit
         self.memory: wasmtime.Memory | None = None
-        self.store = None
+        self.store: wasmtime.Store | wasmtime.Caller | None = None
         self.base = 0
         self.mem_len = 0
         self.calls = 0
 
     # ------------------------------------------------------------ memory
-    def attach(self, store, memory: wasmtime.Memory) -> None:
+    def attach(self, store: wasmtime.Store | wasmtime.Caller, memory: wasmtime.Memory) -> None:
         self.store = store
         self.memory = memory
         # The Engine is configured with memory_may_move(False), so the base stays put.
@@ -177,7 +180,7 @@ class Run:
             raise Fault()
         end = ptr + n
         if end > self.mem_len:
-            if self.memory is None:
+            if self.memory is None or self.store is None:
                 raise Fault()
             self.mem_len = self.memory.data_len(self.store)
             if end > self.mem_len:
@@ -192,7 +195,8 @@ class Run:
             ctypes.memmove(self.check(ptr, len(data)), data, len(data))
 
     def u32(self, ptr: int) -> int:
-        return struct.unpack("<I", self.read(ptr, 4))[0]
+        value: int = struct.unpack("<I", self.read(ptr, 4))[0]
+        return value
 
     def put_u32(self, ptr: int, value: int) -> None:
         self.write(ptr, struct.pack("<I", value))
@@ -279,7 +283,7 @@ class Run:
         parent = self.mkdirs(posixpath.dirname(state.alias))
         parent.children[posixpath.basename(state.alias)] = ChannelNode(state)
 
-    def lookup(self, dirfd: int, path: str):
+    def lookup(self, dirfd: int, path: str) -> tuple[int, tarfs.Node | None, str]:
         """-> (errno, node, absolute guest path)"""
         fd = self.fds.get(dirfd)
         if fd is None:
@@ -309,7 +313,7 @@ class Run:
             self.quota_hit = f"{ch.alias} {name} limit {ch.limit(name)} reached"
         return EDQUOT
 
-    def channel_read(self, ch: ChannelState, n: int, offset: int | None):
+    def channel_read(self, ch: ChannelState, n: int, offset: int | None) -> tuple[int, bytes]:
         """ZeroVM's read rules: the gets count is checked first, then the request
         is cut to what get_size still allows; nothing left -> EDQUOT.
         -> (errno, data)"""
@@ -325,6 +329,8 @@ class Run:
         try:
             if ch.data is not None:
                 data = bytes(ch.data[pos:pos + n])
+            elif ch.fd is None:   # closed: the run is over
+                return EBADF, b""
             elif ch.regular:
                 data = os.pread(ch.fd, n, pos)
             else:
@@ -339,7 +345,7 @@ class Run:
             ch.hasher.update(data)
         return ESUCCESS, data
 
-    def channel_write(self, ch: ChannelState, data: bytes, offset: int | None):
+    def channel_write(self, ch: ChannelState, data: bytes, offset: int | None) -> tuple[int, int]:
         """-> (errno, bytes written).  Data beyond put_size is cut, then EDQUOT."""
         if not data:
             return ESUCCESS, 0
@@ -357,9 +363,13 @@ class Run:
         try:
             if ch.data is not None:
                 buf = ch.data
+                if not isinstance(buf, bytearray):   # a read-only channel's bytes
+                    return EBADF, 0
                 if pos > len(buf):
                     buf.extend(bytes(pos - len(buf)))
                 buf[pos:pos + len(data)] = data
+            elif ch.fd is None:   # closed: the run is over
+                return EBADF, 0
             elif ch.regular:
                 done = 0
                 while done < len(data):
@@ -379,7 +389,7 @@ class Run:
             ch.hasher.update(data)
         return ESUCCESS, len(data)
 
-    def file_read(self, node: tarfs.File, pos: int, n: int):
+    def file_read(self, node: tarfs.File, pos: int, n: int) -> tuple[int, bytes]:
         """A read of an image member, counted against the image's channel if it has one."""
         ch = self.image_channel.get(id(node.image))
         if ch is not None and n:
@@ -389,6 +399,8 @@ class Run:
             if left <= 0:
                 return self._quota(ch, "get_size"), b""
             n = min(n, left)
+        if node.image is None:   # mounted members always have their image
+            return EIO, b""
         try:
             data = node.image.pread(node, pos, n)
         except OSError:
@@ -403,7 +415,7 @@ current = threading.local()
 
 
 # ------------------------------------------------------- struct helpers
-def _filestat(node, run: Run) -> bytes:
+def _filestat(node: tarfs.Node, run: Run) -> bytes:
     if isinstance(node, ChannelNode):
         ch = node.state
         ft = FT_CHAR if ch.char else FT_REG
@@ -411,12 +423,14 @@ def _filestat(node, run: Run) -> bytes:
         mtime = EPOCH_NS
     elif isinstance(node, tarfs.Dir):
         ft, size, mtime = FT_DIR, 4096, node.mtime * 10**9
-    else:
+    elif isinstance(node, tarfs.File):
         ft, size, mtime = FT_REG, node.size, node.mtime * 10**9
+    else:   # lookups follow symlinks, and the sandbox places nothing but channels
+        raise TypeError(f"no file status for {node!r}")
     return struct.pack("<QQBxxxxxxxQQQQQ", 1, node.ino, ft, 1, size, mtime, mtime, mtime)
 
 
-def _filetype(node) -> int:
+def _filetype(node: tarfs.Node) -> int:
     if isinstance(node, ChannelNode):
         return FT_CHAR if node.state.char else FT_REG
     if isinstance(node, tarfs.Dir):
@@ -427,13 +441,13 @@ def _filetype(node) -> int:
 # ------------------------------------------------------------ functions
 # Each function receives the Run first; pointers are offsets in guest memory.
 
-def args_sizes_get(run, argc_ptr, size_ptr):
+def args_sizes_get(run: Run, argc_ptr: int, size_ptr: int) -> int:
     run.put_u32(argc_ptr, len(run.args))
     run.put_u32(size_ptr, sum(len(a) for a in run.args))
     return ESUCCESS
 
 
-def _strings_get(run, items, ptrs, buf):
+def _strings_get(run: Run, items: list[bytes], ptrs: int, buf: int) -> int:
     for item in items:
         run.put_u32(ptrs, buf)
         run.write(buf, item)
@@ -442,28 +456,28 @@ def _strings_get(run, items, ptrs, buf):
     return ESUCCESS
 
 
-def args_get(run, argv, argv_buf):
+def args_get(run: Run, argv: int, argv_buf: int) -> int:
     return _strings_get(run, run.args, argv, argv_buf)
 
 
-def environ_sizes_get(run, count_ptr, size_ptr):
+def environ_sizes_get(run: Run, count_ptr: int, size_ptr: int) -> int:
     run.put_u32(count_ptr, len(run.env))
     run.put_u32(size_ptr, sum(len(e) for e in run.env))
     return ESUCCESS
 
 
-def environ_get(run, environ, environ_buf):
+def environ_get(run: Run, environ: int, environ_buf: int) -> int:
     return _strings_get(run, run.env, environ, environ_buf)
 
 
-def clock_res_get(run, clock_id, res_ptr):
+def clock_res_get(run: Run, clock_id: int, res_ptr: int) -> int:
     if clock_id > 3:
         return EINVAL
     run.put_u64(res_ptr, CLOCK_STEP_NS)
     return ESUCCESS
 
 
-def clock_time_get(run, clock_id, precision, time_ptr):
+def clock_time_get(run: Run, clock_id: int, precision: int, time_ptr: int) -> int:
     if clock_id > 3:
         return EINVAL
     t = run.now()
@@ -471,7 +485,7 @@ def clock_time_get(run, clock_id, precision, time_ptr):
     return ESUCCESS
 
 
-def random_get(run, buf, length):
+def random_get(run: Run, buf: int, length: int) -> int:
     run.check(buf, length)   # before generating: a bogus length must not cost host memory
     # Filled in bounded pieces, so the host never holds more than MAX_RANDOM at once.
     done = 0
@@ -482,22 +496,22 @@ def random_get(run, buf, length):
     return ESUCCESS
 
 
-def proc_exit(run, code):
+def proc_exit(run: Run, code: int) -> NoReturn:
     # The exit status is kept on the Run, not only in the exception: wasmtime-py
     # passes host exceptions back through one global, which threads could race on.
     run.exit_status = code
     raise GuestExit(code)
 
 
-def proc_raise(run, sig):
+def proc_raise(run: Run, sig: int) -> int:
     return ENOSYS
 
 
-def sched_yield(run):
+def sched_yield(run: Run) -> int:
     return ESUCCESS
 
 
-def fd_read(run, fd, iovs_ptr, iovs_len, nread_ptr):
+def fd_read(run: Run, fd: int, iovs_ptr: int, iovs_len: int, nread_ptr: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -518,7 +532,7 @@ def fd_read(run, fd, iovs_ptr, iovs_len, nread_ptr):
     return ESUCCESS
 
 
-def fd_pread(run, fd, iovs_ptr, iovs_len, offset, nread_ptr):
+def fd_pread(run: Run, fd: int, iovs_ptr: int, iovs_len: int, offset: int, nread_ptr: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -540,7 +554,7 @@ def fd_pread(run, fd, iovs_ptr, iovs_len, offset, nread_ptr):
     return ESUCCESS
 
 
-def fd_write(run, fd, iovs_ptr, iovs_len, nwritten_ptr):
+def fd_write(run: Run, fd: int, iovs_ptr: int, iovs_len: int, nwritten_ptr: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -559,7 +573,7 @@ def fd_write(run, fd, iovs_ptr, iovs_len, nwritten_ptr):
     return ESUCCESS
 
 
-def fd_pwrite(run, fd, iovs_ptr, iovs_len, offset, nwritten_ptr):
+def fd_pwrite(run: Run, fd: int, iovs_ptr: int, iovs_len: int, offset: int, nwritten_ptr: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -576,7 +590,7 @@ def fd_pwrite(run, fd, iovs_ptr, iovs_len, offset, nwritten_ptr):
     return ESUCCESS
 
 
-def fd_seek(run, fd, offset, whence, newoffset_ptr):
+def fd_seek(run: Run, fd: int, offset: int, whence: int, newoffset_ptr: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -592,6 +606,8 @@ def fd_seek(run, fd, offset, whence, newoffset_ptr):
         f.pos = base + offset
         run.put_u64(newoffset_ptr, f.pos)
         return ESUCCESS
+    if not isinstance(node, ChannelNode):   # symlinks are followed: none is ever open
+        return EBADF
     ch = node.state
     spec = ch.spec
     # ZeroVM access types: a sequential side has no position to move.
@@ -610,7 +626,7 @@ def fd_seek(run, fd, offset, whence, newoffset_ptr):
     return ESUCCESS
 
 
-def fd_tell(run, fd, offset_ptr):
+def fd_tell(run: Run, fd: int, offset_ptr: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -627,20 +643,20 @@ def fd_tell(run, fd, offset_ptr):
     return EISDIR
 
 
-def fd_close(run, fd):
+def fd_close(run: Run, fd: int) -> int:
     if run.fds.pop(fd, None) is None:
         return EBADF
     return ESUCCESS
 
 
-def fd_renumber(run, fd, to):
+def fd_renumber(run: Run, fd: int, to: int) -> int:
     if fd not in run.fds or to not in run.fds:
         return EBADF
     run.fds[to] = run.fds.pop(fd)
     return ESUCCESS
 
 
-def fd_fdstat_get(run, fd, buf):
+def fd_fdstat_get(run: Run, fd: int, buf: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -651,7 +667,7 @@ def fd_fdstat_get(run, fd, buf):
     return ESUCCESS
 
 
-def fd_fdstat_set_flags(run, fd, flags):
+def fd_fdstat_set_flags(run: Run, fd: int, flags: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -659,11 +675,11 @@ def fd_fdstat_set_flags(run, fd, flags):
     return ESUCCESS
 
 
-def fd_fdstat_set_rights(run, fd, base, inheriting):
+def fd_fdstat_set_rights(run: Run, fd: int, base: int, inheriting: int) -> int:
     return ESUCCESS if fd in run.fds else EBADF
 
 
-def fd_filestat_get(run, fd, buf):
+def fd_filestat_get(run: Run, fd: int, buf: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -671,7 +687,7 @@ def fd_filestat_get(run, fd, buf):
     return ESUCCESS
 
 
-def fd_filestat_set_size(run, fd, size):
+def fd_filestat_set_size(run: Run, fd: int, size: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -679,26 +695,26 @@ def fd_filestat_set_size(run, fd, size):
     return ENOTCAPABLE if isinstance(f.node, ChannelNode) else EROFS
 
 
-def fd_filestat_set_times(run, fd, atim, mtim, flags):
+def fd_filestat_set_times(run: Run, fd: int, atim: int, mtim: int, flags: int) -> int:
     return EBADF if fd not in run.fds else ENOTCAPABLE
 
 
-def fd_advise(run, fd, offset, length, advice):
+def fd_advise(run: Run, fd: int, offset: int, length: int, advice: int) -> int:
     return ESUCCESS if fd in run.fds else EBADF
 
 
-def fd_allocate(run, fd, offset, length):
+def fd_allocate(run: Run, fd: int, offset: int, length: int) -> int:
     return EBADF if fd not in run.fds else ENOTCAPABLE
 
 
-def fd_datasync(run, fd):
+def fd_datasync(run: Run, fd: int) -> int:
     return ESUCCESS if fd in run.fds else EBADF
 
 
 fd_sync = fd_datasync
 
 
-def fd_prestat_get(run, fd, buf):
+def fd_prestat_get(run: Run, fd: int, buf: int) -> int:
     # One preopen: the guest's root, at fd 3 (wasi-libc resolves absolute paths through it).
     f = run.fds.get(fd)
     if fd != 3 or f is None or not isinstance(f.node, tarfs.Dir):
@@ -707,14 +723,14 @@ def fd_prestat_get(run, fd, buf):
     return ESUCCESS
 
 
-def fd_prestat_dir_name(run, fd, path_ptr, path_len):
+def fd_prestat_dir_name(run: Run, fd: int, path_ptr: int, path_len: int) -> int:
     if fd != 3 or fd not in run.fds:
         return EBADF
     run.write(path_ptr, b"/"[:path_len])
     return ESUCCESS
 
 
-def fd_readdir(run, fd, buf, buf_len, cookie, bufused_ptr):
+def fd_readdir(run: Run, fd: int, buf: int, buf_len: int, cookie: int, bufused_ptr: int) -> int:
     f = run.fds.get(fd)
     if f is None:
         return EBADF
@@ -737,15 +753,15 @@ def fd_readdir(run, fd, buf, buf_len, cookie, bufused_ptr):
     return ESUCCESS
 
 
-def path_open(run, dirfd, dirflags, path_ptr, path_len, oflags, rights_base,
-              rights_inheriting, fdflags, fd_ptr):
+def path_open(run: Run, dirfd: int, dirflags: int, path_ptr: int, path_len: int, oflags: int, rights_base: int,
+              rights_inheriting: int, fdflags: int, fd_ptr: int) -> int:
     path = run.path(path_ptr, path_len)
     err, node, full = run.lookup(dirfd, path)
     if err == ENOENT:
         # Nothing outside the manifest exists, and there is nowhere to create files.
         return EROFS if oflags & O_CREAT else ENOENT
-    if err:
-        return err
+    if err or node is None:
+        return err or ENOENT
     if oflags & O_CREAT and oflags & O_EXCL:
         return EEXIST
     if isinstance(node, tarfs.Dir):
@@ -763,16 +779,16 @@ def path_open(run, dirfd, dirflags, path_ptr, path_len, oflags, rights_base,
     return ESUCCESS
 
 
-def path_filestat_get(run, dirfd, flags, path_ptr, path_len, buf):
+def path_filestat_get(run: Run, dirfd: int, flags: int, path_ptr: int, path_len: int, buf: int) -> int:
     path = run.path(path_ptr, path_len)
     err, node, _ = run.lookup(dirfd, path)
-    if err:
-        return err
+    if err or node is None:
+        return err or ENOENT
     run.write(buf, _filestat(node, run))
     return ESUCCESS
 
 
-def _read_only(run, dirfd, path_ptr, path_len):
+def _read_only(run: Run, dirfd: int, path_ptr: int, path_len: int) -> int:
     path = run.path(path_ptr, path_len)
     err, node, _ = run.lookup(dirfd, path)
     if err == EBADF or err == ENOTDIR:
@@ -780,42 +796,45 @@ def _read_only(run, dirfd, path_ptr, path_len):
     return EROFS
 
 
-def path_create_directory(run, dirfd, path_ptr, path_len):
+def path_create_directory(run: Run, dirfd: int, path_ptr: int, path_len: int) -> int:
     return _read_only(run, dirfd, path_ptr, path_len)
 
 
-def path_remove_directory(run, dirfd, path_ptr, path_len):
+def path_remove_directory(run: Run, dirfd: int, path_ptr: int, path_len: int) -> int:
     return _read_only(run, dirfd, path_ptr, path_len)
 
 
-def path_unlink_file(run, dirfd, path_ptr, path_len):
+def path_unlink_file(run: Run, dirfd: int, path_ptr: int, path_len: int) -> int:
     return _read_only(run, dirfd, path_ptr, path_len)
 
 
-def path_filestat_set_times(run, dirfd, flags, path_ptr, path_len, atim, mtim, fst_flags):
+def path_filestat_set_times(run: Run, dirfd: int, flags: int, path_ptr: int, path_len: int, atim: int, mtim: int,
+                            fst_flags: int) -> int:
     return _read_only(run, dirfd, path_ptr, path_len)
 
 
-def path_link(run, old_fd, old_flags, old_ptr, old_len, new_fd, new_ptr, new_len):
+def path_link(run: Run, old_fd: int, old_flags: int, old_ptr: int, old_len: int, new_fd: int, new_ptr: int,
+              new_len: int) -> int:
     return _read_only(run, new_fd, new_ptr, new_len)
 
 
-def path_rename(run, old_fd, old_ptr, old_len, new_fd, new_ptr, new_len):
+def path_rename(run: Run, old_fd: int, old_ptr: int, old_len: int, new_fd: int, new_ptr: int, new_len: int) -> int:
     return _read_only(run, new_fd, new_ptr, new_len)
 
 
-def path_symlink(run, old_ptr, old_len, dirfd, new_ptr, new_len):
+def path_symlink(run: Run, old_ptr: int, old_len: int, dirfd: int, new_ptr: int, new_len: int) -> int:
     return _read_only(run, dirfd, new_ptr, new_len)
 
 
-def path_readlink(run, dirfd, path_ptr, path_len, buf, buf_len, bufused_ptr):
+def path_readlink(run: Run, dirfd: int, path_ptr: int, path_len: int, buf: int, buf_len: int,
+                  bufused_ptr: int) -> int:
     # Symlinks inside images are followed for the guest; none is visible as a link.
     path = run.path(path_ptr, path_len)
     err, _, _ = run.lookup(dirfd, path)
     return err or EINVAL
 
 
-def poll_oneoff(run, in_ptr, out_ptr, nsubs, nevents_ptr):
+def poll_oneoff(run: Run, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> int:
     """Clock waits complete at once by advancing the virtual clock (a guest's
     sleep() costs no host time); fd waits report the fd ready."""
     if nsubs == 0 or nsubs > MAX_SUBSCRIPTIONS:
@@ -836,7 +855,7 @@ def poll_oneoff(run, in_ptr, out_ptr, nsubs, nevents_ptr):
             return EINVAL
     if not events and clocks:
         # wake the earliest clock subscription; time jumps there
-        def delay(c):
+        def delay(c: tuple[int, int, int, int]) -> int:
             _, clock_id, timeout, flags = c
             if flags & 1:  # absolute time
                 now = EPOCH_NS + run.clock if clock_id == 0 else run.clock
@@ -850,19 +869,20 @@ def poll_oneoff(run, in_ptr, out_ptr, nsubs, nevents_ptr):
     return ESUCCESS
 
 
-def sock_accept(run, fd, flags, fd_ptr):
+def sock_accept(run: Run, fd: int, flags: int, fd_ptr: int) -> int:
     return ENOTCAPABLE
 
 
-def sock_recv(run, fd, ri_data, ri_data_len, ri_flags, ro_datalen, ro_flags):
+def sock_recv(run: Run, fd: int, ri_data: int, ri_data_len: int, ri_flags: int, ro_datalen: int,
+              ro_flags: int) -> int:
     return ENOTCAPABLE
 
 
-def sock_send(run, fd, si_data, si_data_len, si_flags, so_datalen):
+def sock_send(run: Run, fd: int, si_data: int, si_data_len: int, si_flags: int, so_datalen: int) -> int:
     return ENOTCAPABLE
 
 
-def sock_shutdown(run, fd, how):
+def sock_shutdown(run: Run, fd: int, how: int) -> int:
     return ENOTCAPABLE
 
 
@@ -905,7 +925,7 @@ def _valtype(c: str) -> wasmtime.ValType:
 SIGNED = {"fd_seek": {1}, "proc_exit": {0}}
 
 
-def unsigned_args(name: str, args: tuple) -> list[int]:
+def unsigned_args(name: str, args: tuple[int, ...]) -> list[int]:
     """A host function's arguments as preview1 means them: wasmtime passes every
     i32/i64 to Python as a signed int, so a pointer at or above 2 GiB arrives
     negative.  Each is masked to its width here, before any function sees it."""
@@ -918,9 +938,9 @@ def unsigned_args(name: str, args: tuple) -> list[int]:
     return out
 
 
-def _wrap(name: str, fn: Callable) -> Callable:
-    def host_call(caller, *args):
-        run = current.run
+def _wrap(name: str, fn: Callable[..., int]) -> Callable[..., int]:
+    def host_call(caller: wasmtime.Caller, *args: int) -> int:
+        run: Run = current.run
         run.store = caller   # memory length lookups must go through the live caller
         run.calls += 1
         try:
@@ -953,6 +973,8 @@ def unsupported_imports(module: wasmtime.Module) -> list[str]:
 def open_host_channel(spec: Channel) -> ChannelState:
     """Opens a channel whose uri is a host path.  Raises OSError (caller reports it)."""
     uri = spec.uri
+    if not isinstance(uri, str):
+        raise OSError(errno.EINVAL, "not a host path", spec.alias)
     std = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
     if uri in std:
         # Our own streams: use the descriptors, do not reopen (reopening
@@ -990,7 +1012,8 @@ def open_host_channel(spec: Channel) -> ChannelState:
     return state
 
 
-def open_memory_channel(spec: Channel, data) -> ChannelState:
+def open_memory_channel(spec: Channel, data: bytes | bytearray | memoryview | None) -> ChannelState:
+    buf: bytes | bytearray | memoryview
     if spec.writable:
         buf = bytearray(data or b"")
     else:

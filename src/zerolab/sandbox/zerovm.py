@@ -16,7 +16,7 @@ from .manifest import Manifest, ManifestError
 from .status import BAD_MANIFEST, INTERNAL, INVALID_PROGRAM, OK
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="zerovm", description="Run a ZeroVM manifest on WebAssembly.")
     parser.add_argument("manifest", help="manifest file (Version 20130611)")
     parser.add_argument("-t", dest="report_mode", type=int, choices=range(0, 4), default=0,

@@ -22,6 +22,7 @@ quota, bad input...), the sandbox's code from docs/sandbox.md; with
 
 from __future__ import annotations
 
+import argparse
 import os
 import posixpath
 import re
@@ -31,6 +32,7 @@ import tempfile
 
 from . import tarfs
 from .cli import OneLineParser, die, executor
+from .executor import Executor
 from .manifest import (
     DEFAULT_LIMIT,
     DEFAULT_MEMORY,
@@ -51,7 +53,7 @@ PROGRAM_DIRS = ("", "bin/", "usr/bin/", "usr/local/bin/")
 G = DEFAULT_LIMIT
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="zvsh", description="Run a program in the zerolab sandbox.")
     parser.add_argument("--zvm-image", action="append", default=[], metavar="FILE[,MOUNTPOINT][,ro|rw]",
                         help="a tar image to mount (default at /, ro), or any file to expose as a channel")
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
         die("zvsh", INTERNAL, f"internal error: {type(e).__name__}: {e}")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     ex = executor()
     if args.zvm_save_dir:
         workdir = os.path.abspath(args.zvm_save_dir)
@@ -95,7 +97,7 @@ def run(args) -> int:
         ex.close()
 
 
-def _run(ex, args, workdir: str) -> int:
+def _run(ex: Executor, args: argparse.Namespace, workdir: str) -> int:
     channels = [
         Channel("/dev/stdin", "/dev/stdin", SEQ_READ_SEQ_WRITE, 0, G, G, 0, 0),
         Channel(os.path.join(workdir, f"stdout.{NODE}"), "/dev/stdout", SEQ_READ_SEQ_WRITE, 0, 0, 0, G, G),
@@ -141,7 +143,7 @@ def _run(ex, args, workdir: str) -> int:
     # images: tars are mounted (and searched for the program), other files are channels
     mounts = []
     tars = []
-    seen = {}
+    seen: dict[str, str] = {}
     for spec in args.zvm_image:
         parts = spec.split(",")
         if len(parts) > 3 or not parts[0]:
@@ -154,16 +156,17 @@ def _run(ex, args, workdir: str) -> int:
             die("zvsh", BAD_INPUT, f"--zvm-image {spec}: mountpoint must be absolute")
         if not os.path.isfile(path) or not os.access(path, os.R_OK):
             die("zvsh", BAD_INPUT, f"--zvm-image {path}: no such readable file")
-        alias = seen.get(os.path.abspath(path))
-        if alias is None:
-            alias = file_channel(path, writable=access == "rw")
-            seen[os.path.abspath(path)] = alias
+        if os.path.abspath(path) not in seen:
+            seen[os.path.abspath(path)] = file_channel(path, writable=access == "rw")
+        alias = seen[os.path.abspath(path)]
         if tarfs.is_tar(path):
             mounts.append(Mount(alias, mountpoint, access))
             tars.append(path)
 
     # the program: a name inside an image wins (as in zvsh), else a host file
-    program, member_image, member = None, None, None
+    program: str | None = None
+    member_image: str | None = None
+    member: str | None = None
     for tar in tars:
         try:
             image = ex.image(tar)
@@ -175,12 +178,14 @@ def _run(ex, args, workdir: str) -> int:
                 break
         if member:
             break
-    if member:
+    if member and member_image is not None:
         if args.zvm_save_dir:
             # zvsh extracted the program as boot.1; a saved job is self-contained
             program = os.path.join(workdir, f"boot.{NODE}")
             image = ex.image(member_image)
             node = image.lookup(member)
+            if not isinstance(node, tarfs.File):   # found there a moment ago; the image changed since
+                die("zvsh", BAD_INPUT, f"program {member} is gone from {member_image}")
             with open(program, "wb") as out:
                 pos = 0
                 while pos < node.size:
