@@ -37,8 +37,10 @@ CONF
 }
 
 # Heavy work (a Molecule scenario, VMs) runs one at a time on a small machine.
+# --close: daemons started inside (libvirtd, the package cache) must not keep
+# holding the lock after the command ends.
 ZEROLAB_HEAVY_LOCK="${ZEROLAB_HEAVY_LOCK:-/tmp/zerolab-heavy.lock}"
-one_at_a_time() { flock "$ZEROLAB_HEAVY_LOCK" "$@"; }
+one_at_a_time() { flock --close "$ZEROLAB_HEAVY_LOCK" "$@"; }
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -49,6 +51,9 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 # them, so users behind their own mirror get the same mirror in the lab.
 debian_mirror() { python3 -P "$ZEROLAB_ROOT/src/zerolab/lab/hostconfig.py" debian-mirror; }
 debian_security_mirror() { python3 -P "$ZEROLAB_ROOT/src/zerolab/lab/hostconfig.py" debian-security-mirror; }
+# The package names in the given lists (one per line, # comments), comma
+# separated as debootstrap's --include wants them.
+package_list() { sed 's/#.*//' "$@" | xargs | tr ' ' ','; }
 
 podman_usable() {
     command -v podman >/dev/null 2>&1 || return 1
