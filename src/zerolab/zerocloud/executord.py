@@ -35,6 +35,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from zerolab.sandbox import status as exit_status
 
@@ -48,6 +52,9 @@ KILL_GRACE = 2.0
 WORKER_START_TIMEOUT = 300.0   # a cold cache compiles the Python image first
 SD_LISTEN_FDS_START = 3
 CLIENT_TIMEOUT = 60.0
+# What socketserver hands a server for each connection (a datagram server's
+# is a tuple; this one's is always the stream socket).
+ServerRequest = socket.socket | tuple[bytes, socket.socket]
 
 
 class Slots:
@@ -393,12 +400,12 @@ class Server(socketserver.UnixStreamServer):
     request_queue_size = 128
     threads = 32
 
-    def process_request(self, request, client_address) -> None:
+    def process_request(self, request: ServerRequest, client_address: Any) -> None:
         if not hasattr(self, "_handlers"):
             self._handlers = concurrent.futures.ThreadPoolExecutor(self.threads, "executord")
         self._handlers.submit(self._handle, request, client_address)
 
-    def _handle(self, request, client_address) -> None:
+    def _handle(self, request: ServerRequest, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
         except Exception:
@@ -442,45 +449,59 @@ def notify_ready() -> None:
         s.sendall(b"READY=1")
 
 
-def load_config(path: str) -> dict:
+@dataclass(frozen=True)
+class DaemonConfig:
+    """/etc/zerolab/executor.conf: [executor] and [sysimages] (name = tar path)."""
+
+    socket: str
+    cache_dir: str
+    maxpool: int
+    maxqueue: int
+    max_request: int
+    worker_memory: int
+    cache_max_bytes: int
+    sysimages: dict[str, str]
+
+
+def load_config(path: str) -> DaemonConfig:
     cp = configparser.ConfigParser()
     if not cp.read(path):
         raise SystemExit(f"executord: cannot read {path}")
-    ex = cp["executor"] if cp.has_section("executor") else {}
+    ex: Mapping[str, str] = cp["executor"] if cp.has_section("executor") else {}
     try:
-        return {
-            "socket": ex.get("socket", "/run/zerolab-executor/executor.sock"),
-            "cache_dir": ex.get("cache_dir", "/var/cache/zerolab-executor"),
-            "maxpool": int(ex.get("maxpool", "4")),
-            "maxqueue": int(ex.get("maxqueue", "16")),
-            "max_request": int(ex.get("max_request", str(MAX_REQUEST_PAYLOAD))),
-            "worker_memory": int(ex.get("worker_memory", str(768 << 20))),
-            "cache_max_bytes": int(ex.get("cache_max_bytes", str(2 << 30))),
-            "sysimages": dict(cp["sysimages"]) if cp.has_section("sysimages") else {},
-        }
+        return DaemonConfig(
+            socket=ex.get("socket", "/run/zerolab-executor/executor.sock"),
+            cache_dir=ex.get("cache_dir", "/var/cache/zerolab-executor"),
+            maxpool=int(ex.get("maxpool", "4")),
+            maxqueue=int(ex.get("maxqueue", "16")),
+            max_request=int(ex.get("max_request", str(MAX_REQUEST_PAYLOAD))),
+            worker_memory=int(ex.get("worker_memory", str(768 << 20))),
+            cache_max_bytes=int(ex.get("cache_max_bytes", str(2 << 30))),
+            sysimages=dict(cp["sysimages"]) if cp.has_section("sysimages") else {},
+        )
     except ValueError as e:
         raise SystemExit(f"executord: {path}: {e}") from None
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="executord", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="/etc/zerolab/executor.conf")
     args = parser.parse_args(argv)
     conf = load_config(args.config)
-    daemon = Daemon(conf["sysimages"], conf["cache_dir"], Slots(conf["maxpool"], conf["maxqueue"]),
-                    max_request=conf["max_request"], worker_data_limit=conf["worker_memory"],
-                    cache_max_bytes=conf["cache_max_bytes"])
+    daemon = Daemon(conf.sysimages, conf.cache_dir, Slots(conf.maxpool, conf.maxqueue),
+                    max_request=conf.max_request, worker_data_limit=conf.worker_memory,
+                    cache_max_bytes=conf.cache_max_bytes)
     started = time.monotonic()
     Handler.daemon = daemon
-    server = listening_socket(conf["socket"])
-    server.threads = conf["maxpool"] + conf["maxqueue"] + 8
+    server = listening_socket(conf.socket)
+    server.threads = conf.maxpool + conf.maxqueue + 8
     daemon.start()
-    sys.stderr.write(f"executord: listening on {conf['socket']}, {conf['maxpool']} workers warm in "
-                     f"{time.monotonic() - started:.1f} s, maxqueue {conf['maxqueue']}, "
-                     f"images {', '.join(conf['sysimages']) or 'none'}\n")
+    sys.stderr.write(f"executord: listening on {conf.socket}, {conf.maxpool} workers warm in "
+                     f"{time.monotonic() - started:.1f} s, maxqueue {conf.maxqueue}, "
+                     f"images {', '.join(conf.sysimages) or 'none'}\n")
     notify_ready()
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         # Workers go with the daemon (they die with it anyway: PDEATHSIG), but
         # killed and reaped here systemd sees the unit empty at once.
         daemon.close()

@@ -30,6 +30,7 @@ import json
 import re
 import shlex
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -192,7 +193,7 @@ class Program:
         return str(self.swift) if self.swift else f"file://{self.image}:{self.path}"
 
 
-def parse_program(text, sysimages: set[str], what: str) -> Program:
+def parse_program(text: object, sysimages: AbstractSet[str], what: str) -> Program:
     if not isinstance(text, str) or not text:
         raise bad(f"{what}: exec.path must be a non-empty string")
     if text.startswith("swift://"):
@@ -286,7 +287,7 @@ def nesting_depth(text: str) -> int:
     return max(accumulate(map(BRACKET_STEP.__getitem__, brackets), initial=0))
 
 
-def parse(body: bytes, sysimages: set[str], max_nodes: int = 64) -> list[Node]:
+def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64) -> list[Node]:
     """A JSON job description -> its nodes, validated.  Raises JobError."""
     try:
         text = body.decode("utf-8")
@@ -326,7 +327,7 @@ def parse(body: bytes, sysimages: set[str], max_nodes: int = 64) -> list[Node]:
     return nodes
 
 
-def parse_node(raw, index: int, sysimages: set[str], max_nodes: int = 64) -> Node:
+def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: int = 64) -> Node:
     where = f"node {index + 1}"
     if not isinstance(raw, dict):
         raise bad(f"{where}: must be a JSON object")
@@ -389,17 +390,19 @@ def parse_node(raw, index: int, sysimages: set[str], max_nodes: int = 64) -> Nod
             raise bad(f"{where}: device {device.name!r} is declared twice")
         seen.add(device.name)
         devices.append(device)
-    wild = [d for d in devices if d.path is not None and d.path.wildcard]
-    wild_readable = [d for d in wild if d.name in READABLE]
+    # (device name, path) of the devices with a wildcard
+    wild = [(d.name, d.path) for d in devices if d.path is not None and d.path.wildcard]
+    wild_readable = [(device_name, path) for device_name, path in wild if device_name in READABLE]
     if len(wild_readable) > 1:
         raise bad(f"{where}: only one readable device may have a wildcard")
-    if any(d.name in ("image", "script") for d in wild_readable):
+    if any(device_name in ("image", "script") for device_name, _ in wild_readable):
         raise bad(f"{where}: image and script devices cannot have wildcards")
     if wild and not wild_readable:
         raise bad(f"{where}: a wildcard in an output path needs a wildcard input to fill it")
-    for d in wild:
-        if d.name in WRITABLE and d.path.obj.count("*") != wild_readable[0].path.obj.count("*"):
-            raise bad(f"{where}: {d.name} path must have as many * as {wild_readable[0].name}'s")
+    for device_name, path in wild:
+        input_name, input_path = wild_readable[0]
+        if device_name in WRITABLE and path.obj.count("*") != input_path.obj.count("*"):
+            raise bad(f"{where}: {device_name} path must have as many * as {input_name}'s")
 
     count = raw.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -417,7 +420,7 @@ def parse_node(raw, index: int, sysimages: set[str], max_nodes: int = 64) -> Nod
                 count=count, connect=list(connect), exec_name=exec_name)
 
 
-def parse_device(raw, where: str) -> Device:
+def parse_device(raw: object, where: str) -> Device:
     if not isinstance(raw, dict):
         raise bad(f"{where}: each device must be a JSON object")
     unknown = sorted(set(raw) - DEVICE_KEYS)
@@ -503,7 +506,7 @@ def check_fixed_instances(nodes: list[Node], max_nodes: int) -> None:
 
 
 # -------------------------------------------------------------------- script
-def parse_script(body: bytes, sysimages: set[str], stdin: SwiftPath | None = None) -> list[Node]:
+def parse_script(body: bytes, sysimages: AbstractSet[str], stdin: SwiftPath | None = None) -> list[Node]:
     """A POSTed script whose first line is ``#!file://IMAGE:PATH [args]`` (or
     ``#!swift://...``): one node running the interpreter on ``/script``, with
     the object as stdin when the POST went to an object."""
@@ -520,7 +523,7 @@ def parse_script(body: bytes, sysimages: set[str], stdin: SwiftPath | None = Non
     if len(words) > MAX_ARGS:
         raise bad(f"the #! line has {len(words)} words, more than {MAX_ARGS}")
     program = parse_program(words[0], sysimages, "script")
-    name = (program.path or program.swift.obj).rsplit("/", 1)[-1] or "script"
+    name = (program.path or (program.swift.obj if program.swift else "")).rsplit("/", 1)[-1] or "script"
     devices = [Device("script", data=body), Device("stdout"), Device("stderr")]
     if stdin is not None:
         devices.append(Device("stdin", path=stdin))
@@ -546,7 +549,7 @@ def expand(nodes: list[Node], list_objects: Callable[[SwiftPath], list[str]],
     objects: dict[str, list[str]] = {}
     for n in nodes:
         wild = n.wildcard_device
-        if wild is None:
+        if wild is None or wild.path is None:
             continue
         matching = []
         for obj in list_objects(wild.path):
@@ -599,7 +602,7 @@ def fill(device: Device, wild: Device, obj: str) -> Device:
     if device is wild:
         return Device(device.name, SwiftPath(device.path.account, device.path.container, obj),
                       device.content_type)
-    matched = wild.path.match(obj)
+    matched = wild.path.match(obj) if wild.path is not None else None
     if matched is None:
         raise ValueError(f"{obj!r} does not match {wild.path}")   # expand passes matching names only
     pieces = device.path.obj.split("*")

@@ -25,10 +25,11 @@ import hashlib
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from swift.common.storage_policy import POLICIES
 from swift.common.swob import Request, Response
@@ -69,7 +70,7 @@ def text(status: int, reason: str) -> Response:
 
 
 class ObjectQueryMiddleware:
-    def __init__(self, app, conf: dict):
+    def __init__(self, app: WSGIApplication, conf: Mapping[str, str]):
         self.app = app
         conf = dict(DEFAULTS, **conf)
         self.logger = get_logger(conf, log_route="zerocloud-object")
@@ -79,12 +80,13 @@ class ObjectQueryMiddleware:
         self.max_output = int(conf["zerovm_maxoutput"])
         self.max_memory = int(conf["zerovm_maxnexemem"])
         self.max_request = int(conf["zerovm_maxrequest"])
-        # The object server's own app, which knows its devices and DiskFiles.
-        self.controller = app
+        # The object server's own app, which knows its devices and DiskFiles
+        # (Swift's, untyped: found by the method it has).
+        self.controller: Any = app
         while not hasattr(self.controller, "get_diskfile") and hasattr(self.controller, "app"):
             self.controller = self.controller.app
 
-    def __call__(self, env, start_response):
+    def __call__(self, env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if env.get("REQUEST_METHOD") != EXECUTE:
             return self.app(env, start_response)
         req = Request(env)
@@ -93,7 +95,8 @@ class ObjectQueryMiddleware:
         except Exception as e:  # one line in the log and to the proxy, never a traceback to a client
             self.logger.exception("zerocloud: job failed")
             resp = text(500, f"object server failed to run the job: {type(e).__name__}: {e}")
-        return resp(env, start_response)
+        answer: Iterable[bytes] = resp(env, start_response)   # swob's Response is untyped
+        return answer
 
     def execute(self, req: Request) -> Response:
         try:
@@ -146,7 +149,8 @@ class ObjectQueryMiddleware:
         resp.headers["X-Nexe-Colocated"] = colocated
         return resp
 
-    def open_object(self, req, device, partition, account, container, obj):
+    def open_object(self, req: Request, device: str, partition: str, account: str, container: str,
+                    obj: str) -> int | Response:
         """-> an open descriptor of the object's data file, or an error Response."""
         try:
             policy = POLICIES.get_by_index(int(req.headers.get("X-Backend-Storage-Policy-Index", 0)))
@@ -217,7 +221,7 @@ class ObjectQueryMiddleware:
         return reply, protocol.payload_lengths(header), reader, sock
 
 
-def read_exact(stream, n: int) -> bytes:
+def read_exact(stream: BinaryStream, n: int) -> bytes:
     data = stream.read(n)
     if len(data) != n:
         raise protocol.ProtocolError("request body ended early")
@@ -239,7 +243,7 @@ def read_header(body: BinaryStream, length: int) -> protocol.Header:
     return header
 
 
-def copy(body, sock: socket.socket, n: int) -> None:
+def copy(body: BinaryStream, sock: socket.socket, n: int) -> None:
     while n > 0:
         piece = body.read(min(n, PIECE))
         if not piece:
@@ -261,9 +265,10 @@ def stream_reply(head: bytes, reader: protocol.Reader, sock: socket.socket, leng
         sock.close()
 
 
-def filter_factory(global_conf, **local_conf):
+def filter_factory(global_conf: Mapping[str, str],
+                   **local_conf: str) -> Callable[[WSGIApplication], ObjectQueryMiddleware]:
     conf = dict(global_conf, **local_conf)
 
-    def factory(app):
+    def factory(app: WSGIApplication) -> ObjectQueryMiddleware:
         return ObjectQueryMiddleware(app, conf)
     return factory

@@ -45,11 +45,13 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 MAX_HEADER = 1 << 20
+# A message's header: a JSON object (the messages below give it a shape).
+Header = dict[str, Any]
 RELAY_PIECE = 1 << 20
 
 
@@ -61,26 +63,26 @@ class DestinationError(Exception):
     """Relaying failed on the receiving side (the source is fine)."""
 
 
-def encode(header: dict, payloads: list[bytes] = ()) -> bytes:
+def encode(header: Header, payloads: Sequence[bytes] = ()) -> bytes:
     header = dict(header, payloads=[len(p) for p in payloads])
     head = json.dumps(header, separators=(",", ":")).encode()
     return struct.pack("!I", len(head)) + head
 
 
-def send(sock: socket.socket, header: dict, payloads: list[bytes] = (), fds: list[int] = ()) -> None:
+def send(sock: socket.socket, header: Header, payloads: Sequence[bytes] = (), fds: Sequence[int] = ()) -> None:
     send_header(sock, dict(header, payloads=[len(p) for p in payloads]), fds)
     for p in payloads:
         if p:
             sock.sendall(p)
 
 
-def frame_header(header: dict) -> bytes:
+def frame_header(header: Header) -> bytes:
     """A header as it goes on the wire: its length, then its JSON."""
     head = json.dumps(header, separators=(",", ":")).encode()
     return struct.pack("!I", len(head)) + head
 
 
-def parse_header(raw: bytes) -> dict:
+def parse_header(raw: bytes) -> Header:
     """A header's JSON, checked: an object whose "payloads" is a list of lengths."""
     try:
         header = json.loads(raw)
@@ -95,7 +97,7 @@ def parse_header(raw: bytes) -> dict:
     return header
 
 
-def send_header(sock: socket.socket, header: dict, fds: list[int] = ()) -> None:
+def send_header(sock: socket.socket, header: Header, fds: Sequence[int] = ()) -> None:
     """The header alone, whose "payloads" already lists what will follow."""
     first = frame_header(header)
     if fds:
@@ -136,7 +138,7 @@ class Reader:
         del self.buf[:n]
         return out
 
-    def header(self, want_fds: bool = False, max_payload: int | None = None) -> dict:
+    def header(self, want_fds: bool = False, max_payload: int | None = None) -> Header:
         """The header alone (payloads not read yet), its payload lengths checked."""
         (size,) = struct.unpack("!I", self.exact(4, want_fds))
         if size > MAX_HEADER:
@@ -147,7 +149,7 @@ class Reader:
             raise ProtocolError(f"payloads of {sum(lengths)} bytes are more than the limit of {max_payload}")
         return header
 
-    def message(self, want_fds: bool = False, max_payload: int | None = None) -> tuple[dict, list[bytes]]:
+    def message(self, want_fds: bool = False, max_payload: int | None = None) -> tuple[Header, list[bytes]]:
         header = self.header(want_fds, max_payload)
         return header, [self.exact(n) for n in header.get("payloads", [])]
 
@@ -178,7 +180,7 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
-def decode(data: bytes) -> tuple[dict, list[bytes]]:
+def decode(data: bytes) -> tuple[Header, list[bytes]]:
     """A whole message held in memory (the object server's HTTP reply body)."""
     if len(data) < 4:
         raise ProtocolError("short message")
@@ -196,12 +198,11 @@ def decode(data: bytes) -> tuple[dict, list[bytes]]:
     return header, payloads
 
 
-def pack(header: dict, payloads: list[bytes] = ()) -> bytes:
+def pack(header: Header, payloads: Sequence[bytes] = ()) -> bytes:
     return encode(header, payloads) + b"".join(payloads)
 
 
 # ------------------------------------------------------------------ messages
-Header = dict[str, Any]
 # A header's own framing, not part of any message's fields.
 FRAMING = frozenset({"payloads"})
 

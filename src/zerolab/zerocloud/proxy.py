@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from swift.common.registry import register_swift_info
 from swift.common.swob import Request, Response
@@ -84,11 +84,10 @@ from .subrequests import CallerSubrequests
 
 JSON_TYPES = ("application/json",)
 TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-ustar")
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class ProxyQueryMiddleware:
-    def __init__(self, app: WsgiApp, conf: Mapping[str, str]):
+    def __init__(self, app: WSGIApplication, conf: Mapping[str, str]):
         self.app = app
         self.logger = get_logger(dict(DEFAULTS, **conf), log_route="zerocloud-proxy")
         self.config = config = ProxyConfig.from_conf(conf)
@@ -102,7 +101,7 @@ class ProxyQueryMiddleware:
                             max_job_output=config.max_job_output, colocation=True)
 
     # ------------------------------------------------------------------ WSGI
-    def __call__(self, env: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if env.get("REQUEST_METHOD") != "POST" or "HTTP_X_ZEROVM_EXECUTE" not in env:
             return self.app(env, start_response)
         req = Request(env)
@@ -118,7 +117,8 @@ class ProxyQueryMiddleware:
             trans_id = env.get("swift.trans_id") or "-"
             self.logger.exception("zerocloud: internal error in transaction %s", trans_id)
             resp = text(500, f"zerocloud internal error (transaction {trans_id}); the proxy log has the details")
-        return resp(env, start_response)
+        answer: Iterable[bytes] = resp(env, start_response)   # swob's Response is untyped
+        return answer
 
     def handle(self, req: Request, started: float) -> Response:
         if req.headers["X-Zerovm-Execute"].strip() != "1.0":
@@ -155,7 +155,7 @@ class ProxyQueryMiddleware:
             raise JobError(400, "Content-Length is not a number") from None
         if length is not None and length > self.config.max_config:
             raise JobError(413, f"job is {length} bytes, more than zerovm_maxconfig ({self.config.max_config})")
-        body = req.environ["wsgi.input"].read(self.config.max_config + 1)
+        body: bytes = req.environ["wsgi.input"].read(self.config.max_config + 1)
         if len(body) > self.config.max_config:
             raise JobError(413, f"job is more than zerovm_maxconfig ({self.config.max_config}) bytes")
         if not body:
@@ -163,9 +163,9 @@ class ProxyQueryMiddleware:
         return body
 
 
-def filter_factory(global_conf: Mapping[str, str], **local_conf: str) -> Callable[[WsgiApp], ProxyQueryMiddleware]:
+def filter_factory(global_conf: Mapping[str, str], **local_conf: str) -> Callable[[WSGIApplication], ProxyQueryMiddleware]:
     conf = dict(global_conf, **local_conf)
 
-    def factory(app: WsgiApp) -> ProxyQueryMiddleware:
+    def factory(app: WSGIApplication) -> ProxyQueryMiddleware:
         return ProxyQueryMiddleware(app, conf)
     return factory
