@@ -90,6 +90,7 @@ def test_unknown_system_image_and_malformed_requests(daemon):
 
 @pytest.mark.parametrize("header, reason", [
     ({"op": "run", "program": {"payload": 0}, "timeout": "forever"}, "request.timeout must be an integer"),
+    ({"op": "run", "program": {"payload": 0}, "timeout": 10 ** 30}, "request.timeout must be at most"),
     ({"op": "run", "program": {"payload": 0}, "args": "cat /etc/passwd"}, "request.args must be a list"),
     ({"op": "run", "program": {"payload": 5}}, "program names payload 5"),
     ({"op": "run", "program": {"payload": 0}, "inputs": [{"alias": "/dev/stdin", "fd": 3}]},

@@ -82,6 +82,8 @@ def wire(**changes):
     (wire(timeout="10"), "request.timeout must be an integer"),
     (wire(timeout=True), "request.timeout must be an integer"),
     (wire(memory=-1), "request.memory must be at least 0"),
+    (wire(memory=1 << 64), "request.memory must be at most 9223372036854775807"),
+    (wire(timeout=10 ** 30), "request.timeout must be at most 2147483647"),
     (wire(args="p -x"), "request.args must be a list of strings"),
     (wire(args=["p", 1]), "request.args must be a list of strings"),
     (wire(env={"A": 1}), "request.env must be an object of strings"),

@@ -205,6 +205,10 @@ def pack(header: Header, payloads: Sequence[bytes] = ()) -> bytes:
 # ------------------------------------------------------------------ messages
 # A header's own framing, not part of any message's fields.
 FRAMING = frozenset({"payloads"})
+# JSON integers are unbounded; sizes and counts here fit in 64 bits, and a
+# timeout in what a socket timeout and the manifest's Timeout accept.
+MAX_INTEGER = (1 << 63) - 1
+MAX_TIMEOUT = (1 << 31) - 1
 
 
 def payload_lengths(header: Mapping[str, Any]) -> list[int]:
@@ -238,16 +242,18 @@ class WireObject:
     def _wrong(self, key: str, kind: str) -> ProtocolError:
         return ProtocolError(f"{self.what}.{key} must be {kind}")
 
-    def integer(self, key: str, minimum: int | None = None) -> int:
+    def integer(self, key: str, minimum: int | None = None, maximum: int = MAX_INTEGER) -> int:
         value = self.raw.get(key)
         if not isinstance(value, int) or isinstance(value, bool):
             raise self._wrong(key, "an integer")
         if minimum is not None and value < minimum:
             raise self._wrong(key, f"at least {minimum}")
+        if value > maximum:
+            raise self._wrong(key, f"at most {maximum}")
         return value
 
-    def optional_integer(self, key: str, minimum: int | None = None) -> int | None:
-        return self.integer(key, minimum) if self.raw.get(key) is not None else None
+    def optional_integer(self, key: str, minimum: int | None = None, maximum: int = MAX_INTEGER) -> int | None:
+        return self.integer(key, minimum, maximum) if self.raw.get(key) is not None else None
 
     def number(self, key: str) -> float:
         value = self.raw.get(key)
@@ -405,7 +411,7 @@ class RunRequest:
             program_name=obj.optional_text("program_name"),
             args=obj.texts("args"),
             env=obj.text_map("env"),
-            timeout=obj.optional_integer("timeout", minimum=0),
+            timeout=obj.optional_integer("timeout", minimum=0, maximum=MAX_TIMEOUT),
             memory=obj.optional_integer("memory", minimum=0),
             max_input=obj.optional_integer("max_input", minimum=0),
             inputs=tuple(InputChannel.from_wire(i, payloads) for i in obj.objects("inputs")),
