@@ -237,7 +237,7 @@ def read_header(body: BinaryStream, length: int) -> protocol.Header:
     if size > protocol.MAX_HEADER or size > length - 4:
         raise protocol.ProtocolError(f"header of {size} bytes does not fit")
     header = protocol.parse_header(read_exact(body, size))
-    lengths = header.get("payloads", [])
+    lengths = protocol.payload_lengths(header)
     if sum(lengths) != length - 4 - size:
         raise protocol.ProtocolError("message length does not match its header")
     return header
