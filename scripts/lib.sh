@@ -43,6 +43,13 @@ ZEROLAB_HEAVY_LOCK="${ZEROLAB_HEAVY_LOCK:-/tmp/zerolab-heavy.lock}"
 one_at_a_time() { flock --close "$ZEROLAB_HEAVY_LOCK" "$@"; }
 
 say() { printf '==> %s\n' "$*" >&2; }
+# `SCRIPT --help` (or -h) prints the comment at the top of the script, which
+# is its usage, and exits; call it first thing with the script's arguments.
+usage_if_asked() {
+    case "${1:-}" in
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    esac
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
