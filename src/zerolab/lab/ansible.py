@@ -3,47 +3,133 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .steps import ROOT, STATE, LabError
 
 SMOKE_STEPS = ("sandbox", "swift", "galera", "pxe")
 
 
-def environment(**extra):
+def environment(**extra: str) -> dict[str, str]:
     """The environment every ansible-playbook of the lab runs in: the project's ansible.cfg."""
-    return {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), **extra}
+    # The Ansible next to this interpreter (the .venv toolchain), even when the
+    # caller's PATH does not have it, as under pytest.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), **extra}
 
 
-def playbook(inventory_path, path, *extra, step):
-    """Run a playbook, show its play and task names as they start, keep the rest in a log."""
-    argv = ["ansible-playbook", "-i", str(inventory_path), str(ROOT / path), *extra]
-    STATE.mkdir(parents=True, exist_ok=True)
-    log = STATE / f"{Path(path).stem}.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=environment(), text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        recap, failed_task = {}, ""
-        for line in process.stdout:
-            out.write(line)
-            if line.startswith(("PLAY [", "TASK [")):
-                print("    " + line.split("*")[0].strip(), file=sys.stderr, flush=True)
-                failed_task = line.split("*")[0].strip()
-            elif ": ok=" in line:
-                host, counts = line.split(":", 1)
-                recap[host.strip()] = dict(kv.split("=") for kv in counts.split())
-        process.wait()
-    if process.returncode != 0:
-        bad = [h for h, c in recap.items() if int(c.get("failed", 0)) or int(c.get("unreachable", 0))]
-        raise LabError(f"{step}: {', '.join(bad) or 'a node'} failed at {failed_task or 'start'}; "
-                       f"see {log.relative_to(ROOT)}, look with `scripts/lab ssh {bad[0] if bad else 'NODE'}`")
-    changed = sum(int(c.get("changed", 0)) for c in recap.values())
-    return f"changed={changed}"
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def smoke_steps():
+@contextmanager
+def _interruptible() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C cancels the run through ansible-runner, and is ours again afterwards.
+
+    Left to itself, ansible-runner installs SIGINT/SIGTERM handlers for good,
+    and the lab command's own KeyboardInterrupt would never come again.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted.is_set    # only the main thread gets signals
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        yield interrupted.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Progress:
+    """What the event stream tells: play and task names as they start, and where hosts failed."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.tasks: dict[str, str] = {}         # task uuid -> "TASK [role : name]", as Ansible prints it
+        self.last = ""                          # the play or task that started last
+        self.failed_at: dict[str, str] = {}     # host -> the task it last failed at
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        # The events' stdout, in order, is Ansible's own output; \r\n is the pty's.
+        if event.get("stdout"):
+            self.log.write(event["stdout"].replace("\r\n", "\n") + "\n")
+        data = event.get("event_data") or {}
+        kind = event.get("event")
+        if kind == "playbook_on_play_start":
+            self.started(f"PLAY [{data.get('name') or data.get('play', '')}]")
+        elif kind == "playbook_on_task_start":
+            self.tasks[data.get("task_uuid", "")] = f"TASK [{data.get('name') or data.get('task', '')}]"
+            self.started(self.tasks[data.get("task_uuid", "")])
+        elif (kind == "runner_on_failed" and not data.get("ignore_errors")) or kind == "runner_on_unreachable":
+            self.failed_at[data.get("host", "")] = self.tasks.get(data.get("task_uuid", ""), self.last)
+        # Kept in the artifacts: runner.stats is read from there.
+        return True
+
+    def started(self, name: str) -> None:
+        print("    " + name, file=sys.stderr, flush=True)
+        self.last = name
+
+
+def playbook(inventory_path: Path | str, path: Path | str, *, step: str, extravars: Mapping[str, Any] | None = None,
+             tags: str | None = None, env: Mapping[str, str] | None = None, log_name: str | None = None,
+             ssh: str = "scripts/lab ssh", state: Path = STATE) -> str:
+    """Run a playbook, show its play and task names as they start, keep the rest in a log.
+
+    Returns `changed=N` over all hosts; a failure is a LabError naming the host
+    and the task.  `ssh` is the command that reaches a node, for that message.
+    """
+    try:
+        import ansible_runner
+    except ImportError:
+        raise LabError(f"{step}: ansible-runner is missing from the toolchain: run scripts/bootstrap") from None
+
+    state.mkdir(parents=True, exist_ok=True)
+    log = state / f"{log_name or Path(path).stem}.log"
+    with open(log, "w") as out, tempfile.TemporaryDirectory(prefix="ansible-runner-", dir=state) as private, \
+            _interruptible() as cancelled:
+        progress = _Progress(out)
+        runner = ansible_runner.run(
+            private_data_dir=private,
+            # ansible-playbook runs in the project, as from a shell in it.
+            project_dir=str(ROOT),
+            playbook=str(ROOT / path),
+            # An existing path is passed on as `-i PATH`, not copied.
+            inventory=str(Path(inventory_path).resolve()),
+            extravars=dict(extravars or {}),
+            tags=tags,
+            # ansible.cfg's fact cache, not one in ansible-runner's artifacts.
+            fact_cache_type=None,
+            # A log to read, not to replay on a terminal.
+            envvars={**(env or environment()), "ANSIBLE_NOCOLOR": "1"},
+            # The environment (ours, with anything secret in it) is not written to disk.
+            suppress_env_files=True,
+            quiet=True,
+            event_handler=progress,
+            cancel_callback=cancelled,
+        )
+        # The recap's counts, read from the artifacts before they go.
+        stats = runner.stats or {}
+    if runner.status == "canceled":
+        raise KeyboardInterrupt
+    if runner.rc != 0:
+        # The recap's hosts: a failure that a rescue block handled is not one.
+        bad = sorted({h for kind in ("failures", "dark") for h, n in stats.get(kind, {}).items() if n}) \
+            or sorted(progress.failed_at)
+        where = progress.failed_at.get(bad[0], progress.last) if bad else progress.last
+        raise LabError(f"{step}: {', '.join(bad) or 'a node'} failed at {where or 'start'}; "
+                       f"see {_shown(log)}, look with `{ssh} {bad[0] if bad else 'NODE'}`")
+    return f"changed={sum(stats.get('changed', {}).values())}"
+
+
+def smoke_steps() -> set[str]:
     """The steps that playbooks/smoke.yml really has checks for."""
     import yaml
 
@@ -51,6 +137,6 @@ def smoke_steps():
     return {tag for play in plays for tag in play.get("tags", [])}
 
 
-def missing_step(step):
+def missing_step(step: str) -> None:
     # A step with no checks must not pass by running nothing.
     raise LabError(f"smoke {step}: playbooks/smoke.yml has no checks for '{step}' yet")

@@ -147,9 +147,10 @@ def wait_for_ssh(lab, deadline_seconds=90):
     return f"{len(lab.machines)} nodes answer"
 
 
-def ansible_playbook(lab, path, *extra, step):
+def ansible_playbook(lab, path, *, step, tags=None):
     # The lab's key, so that Ansible logs in as the admin user, as on bare metal.
-    return ansible.playbook(lab.path, path, "-e", f"ansible_ssh_private_key_file={SSH_KEY}", *extra, step=step)
+    return ansible.playbook(lab.path, path, extravars={"ansible_ssh_private_key_file": str(SSH_KEY)}, tags=tags,
+                            step=step)
 
 
 def smoke(lab, timeline):
@@ -158,8 +159,7 @@ def smoke(lab, timeline):
         if step not in have:
             timeline.run(f"smoke: {step}", ansible.missing_step, step)
             continue
-        timeline.run(f"smoke: {step}", ansible_playbook, lab, "playbooks/smoke.yml", "--tags", step,
-                     step=f"smoke {step}")
+        timeline.run(f"smoke: {step}", ansible_playbook, lab, "playbooks/smoke.yml", tags=step, step=f"smoke {step}")
 
 
 def up(args, lab):

@@ -250,15 +250,9 @@ def write_inventory(names, lab):
 
 
 def smoke(inventory_path, step):
-    env = ansible.environment(ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE))
-    log = STATE / f"vagrant-smoke-{step}.log"
-    with open(log, "w") as out:
-        result = subprocess.run(["ansible-playbook", "-i", str(inventory_path), str(ROOT / "playbooks" / "smoke.yml"),
-                                 "--tags", step], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        failed = [line.strip() for line in log.read_text().splitlines() if '"msg"' in line or "msg:" in line]
-        raise LabError(f"smoke {step}: failed ({failed[-1] if failed else 'see the log'}); "
-                       f"see {log.relative_to(ROOT)}")
+    ansible.playbook(inventory_path, "playbooks/smoke.yml", tags=step, step=f"smoke {step}",
+                     env=ansible.environment(ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE)),
+                     log_name=f"vagrant-smoke-{step}", ssh="vagrant ssh")
     return "ok"
 
 

@@ -1,0 +1,70 @@
+"""ansible.playbook: the lab's one way to run a playbook, with real Ansible on localhost."""
+
+import pytest
+
+from zerolab.lab import ansible
+from zerolab.lab.steps import LabError
+
+INVENTORY = """\
+all:
+  hosts:
+    localhost:
+      ansible_connection: local
+      ansible_python_interpreter: "{{ ansible_playbook_python }}"
+"""
+
+PLAYBOOK = """\
+- name: A tiny play
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Say hello
+      ansible.builtin.debug:
+        msg: hello from the tiny play
+    - name: Change something
+      ansible.builtin.command: "true"
+      changed_when: true
+    - name: Only for the tagged run
+      ansible.builtin.command: "false"
+      tags: [never, broken]   # only when asked for
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "hosts.yml").write_text(INVENTORY)
+    return tmp_path
+
+
+def test_a_playbook_run_shows_progress_counts_changes_and_keeps_a_log(workdir, capsys):
+    (workdir / "tiny.yml").write_text(PLAYBOOK)
+    detail = ansible.playbook(workdir / "hosts.yml", workdir / "tiny.yml", step="tiny",
+                              extravars={"unused_var": "a value with spaces"}, state=workdir / "state")
+    assert detail == "changed=1"
+    progress = capsys.readouterr().err.splitlines()
+    assert progress == ["    PLAY [A tiny play]", "    TASK [Say hello]", "    TASK [Change something]"]
+    log = (workdir / "state" / "tiny.log").read_text()
+    assert "hello from the tiny play" in log and "PLAY RECAP" in log
+    assert "\x1b[" not in log and "\r" not in log
+    # ansible-runner's private data went with the run.
+    assert [p.name for p in (workdir / "state").iterdir()] == ["tiny.log"]
+
+
+def test_tags_select_tasks(workdir):
+    (workdir / "tiny.yml").write_text(PLAYBOOK)
+    with pytest.raises(LabError, match=r"^tagged: localhost failed at TASK \[Only for the tagged run\]"):
+        ansible.playbook(workdir / "hosts.yml", workdir / "tiny.yml", step="tagged", tags="broken",
+                         state=workdir / "state")
+
+
+def test_a_failed_task_is_named_with_its_host(workdir, capsys):
+    (workdir / "fails.yml").write_text(PLAYBOOK.replace("tags: [never, broken]", "tags: [always]"))
+    with pytest.raises(LabError) as raised:
+        ansible.playbook(workdir / "hosts.yml", workdir / "fails.yml", step="converge fails.yml",
+                         state=workdir / "state")
+    message = str(raised.value)
+    assert message.startswith("converge fails.yml: localhost failed at TASK [Only for the tagged run]; see ")
+    assert message.endswith("look with `scripts/lab ssh localhost`")
+    assert "\n" not in message
+    assert "TASK [Only for the tagged run]" in capsys.readouterr().err
+    assert "fatal: [localhost]" in (workdir / "state" / "fails.log").read_text()
