@@ -1,7 +1,9 @@
-"""The lab inventory: one file, checked the same way by Python and by Vagrant."""
+"""The lab inventory: read through ansible-inventory, checked the same way for Python and for Vagrant."""
 
+import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -35,6 +37,35 @@ def _missing_memory(groups):
     del groups["swift"]["hosts"]["swift1"]["lab_memory"]
 
 
+def test_host_vars_and_group_vars_files_are_read(tmp_path):
+    # A value that only a host_vars/ or group_vars/ file sets is what Ansible
+    # sees, so it is what the lab (and the Vagrantfile) sees.
+    path = _broken(tmp_path, lambda groups: groups["swift"]["hosts"]["swift1"].pop("lab_cpus"))
+    (path.parent / "host_vars").mkdir()
+    (path.parent / "host_vars" / "swift1.yml").write_text("lab_cpus: 3\nswift_only_here: from host_vars\n")
+    (path.parent / "group_vars").mkdir()
+    (path.parent / "group_vars" / "all.yml").write_text("lab_everywhere: from group_vars\n")
+    (path.parent / "group_vars" / "galera.yml").write_text("galera_only_here: from group_vars\n")
+    lab = inventory.load(path)
+    swift1 = lab.machine("swift1")
+    assert (swift1.cpus, swift1.vars["swift_only_here"]) == (3, "from host_vars")
+    assert lab.vars["lab_everywhere"] == "from group_vars"
+    assert lab.machine("galera2").vars["galera_only_here"] == "from group_vars"
+    assert "galera_only_here" not in swift1.vars
+
+
+def test_the_json_for_the_vagrantfile_has_the_lab_vars_and_machines():
+    result = subprocess.run([sys.executable, "-m", "zerolab.lab.inventory", "--json"],
+                            capture_output=True, text=True, check=True)
+    printed = json.loads(result.stdout)
+    lab = inventory.load()
+    assert printed["vars"] == lab.vars
+    assert [(m["name"], m["address"], m["groups"]) for m in printed["machines"]] == \
+        [(m.name, m.address, m.groups) for m in lab.machines]
+    pxe1 = next(m for m in printed["machines"] if m["name"] == "pxe1")
+    assert pxe1["vars"]["pxe_hosts"]    # inventories/lab/host_vars/pxe1.yml
+
+
 BROKEN = {
     "missing group": (lambda groups: groups.pop("pxe"), "group 'pxe' is missing"),
     "duplicate address": (_duplicate_address, "host 'galera3'"),
@@ -57,6 +88,8 @@ def test_the_vagrantfile_stops_on_the_same_malformed_inventory(tmp_path, case):
     edit, expected = BROKEN[case]
     _broken(tmp_path, edit)
     shutil.copy(ROOT / "Vagrantfile", tmp_path / "Vagrantfile")
+    # The Vagrantfile reads the inventory with the checkout's .venv/bin/python.
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     result = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
