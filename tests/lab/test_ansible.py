@@ -68,3 +68,29 @@ def test_a_failed_task_is_named_with_its_host(workdir, capsys):
     assert "\n" not in message
     assert "TASK [Only for the tagged run]" in capsys.readouterr().err
     assert "fatal: [localhost]" in (workdir / "state" / "fails.log").read_text()
+
+
+def test_what_a_play_says_it_proved_is_the_steps_detail(workdir):
+    (workdir / "proves.yml").write_text(PLAYBOOK + """\
+    - name: Say what was proved
+      ansible.builtin.set_stats:
+        data:
+          zerolab_proved: "the tiny play ran {{ 2 + 1 }} tasks"
+        per_host: false
+        aggregate: false
+""")
+    detail = ansible.playbook(workdir / "hosts.yml", workdir / "proves.yml", step="proves", state=workdir / "state")
+    assert detail == "the tiny play ran 3 tasks"
+
+
+def test_every_smoke_play_says_what_it_proved():
+    # The lab's table shows it (the lab scenario checks the words); a step
+    # that forgot would fall back to changed=N.
+    import yaml
+
+    plays = yaml.safe_load((ansible.ROOT / "playbooks" / "smoke.yml").read_text())
+    for step in ansible.SMOKE_STEPS:
+        last = [play for play in plays if step in play.get("tags", [])][-1]
+        tasks = [t for task in last["tasks"] for t in [task, *task.get("block", [])]]
+        said = [t["ansible.builtin.set_stats"]["data"] for t in tasks if "ansible.builtin.set_stats" in t]
+        assert said and ansible.PROVED_STAT in said[-1], f"the last {step} play sets no {ansible.PROVED_STAT}"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from zerolab.lab import ansible, containers, inventory
-from zerolab.lab.steps import LabError, Timeline
+from zerolab.lab.steps import LabError, Timeline, shown_timeline
 
 ROOT = inventory.DEFAULT_INVENTORY.parents[2]
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is installed by scripts/bootstrap")
@@ -68,3 +68,29 @@ def test_a_smoke_step_without_checks_fails_instead_of_passing():
     with pytest.raises(LabError, match="smoke nothing: playbooks/smoke.yml has no checks for 'nothing'"):
         timeline.run("smoke: nothing", ansible.missing_step, "nothing")
     assert timeline.rows[-1][:2] == ("smoke: nothing", "FAIL")
+
+
+def test_a_json_timeline_is_all_that_stdout_carries(capfd):
+    def noisy_step():
+        print("said by us")
+        subprocess.run(["echo", "said by a tool"], check=True)
+        return "proved something"
+
+    def failing_step():
+        raise LabError("node x: it broke")
+
+    with pytest.raises(LabError), shown_timeline(as_json=True) as timeline:
+        timeline.run("noisy", noisy_step)
+        timeline.run("failing", failing_step)
+    out, err = capfd.readouterr()
+    table = json.loads(out)
+    assert table["passed"] is False
+    assert [(s["step"], s["passed"], s["detail"]) for s in table["steps"]] == \
+        [("noisy", True, "proved something"), ("failing", False, "node x: it broke")]
+    assert "said by us" in err and "said by a tool" in err
+
+
+def test_up_and_smoke_take_json():
+    for command in ("up", "smoke"):
+        result = _lab(command, "--help")
+        assert result.returncode == 0 and "--json" in result.stdout

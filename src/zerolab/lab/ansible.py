@@ -15,6 +15,9 @@ from typing import Any
 from .steps import ROOT, STATE, LabError
 
 SMOKE_STEPS = ("sandbox", "swift", "galera", "pxe")
+# A play says what it proved, for the step's line in the lab's table, with
+#   ansible.builtin.set_stats: {data: {zerolab_proved: "..."}, per_host: false, aggregate: false}
+PROVED_STAT = "zerolab_proved"
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -56,6 +59,7 @@ class _Progress:
         self.tasks: dict[str, str] = {}         # task uuid -> "TASK [role : name]", as Ansible prints it
         self.last = ""                          # the play or task that started last
         self.failed_at: dict[str, str] = {}     # host -> the task it last failed at
+        self.custom_stats: dict[str, Any] = {}  # what the plays said with set_stats (per_host: false)
 
     def __call__(self, event: dict[str, Any]) -> bool:
         # The events' stdout, in order, is Ansible's own output; \r\n is the pty's.
@@ -70,6 +74,8 @@ class _Progress:
             self.started(self.tasks[data.get("task_uuid", "")])
         elif (kind == "runner_on_failed" and not data.get("ignore_errors")) or kind == "runner_on_unreachable":
             self.failed_at[data.get("host", "")] = self.tasks.get(data.get("task_uuid", ""), self.last)
+        elif kind == "playbook_on_stats":
+            self.custom_stats = dict(data.get("artifact_data") or {})
         # Kept in the artifacts: runner.stats is read from there.
         return True
 
@@ -83,8 +89,10 @@ def playbook(inventory_path: Path | str, path: Path | str, *, step: str, extrava
              ssh: str = "scripts/lab ssh", state: Path = STATE) -> str:
     """Run a playbook, show its play and task names as they start, keep the rest in a log.
 
-    Returns `changed=N` over all hosts; a failure is a LabError naming the host
-    and the task.  `ssh` is the command that reaches a node, for that message.
+    Returns what the playbook says it proved (`set_stats` of PROVED_STAT, as
+    the smoke job's plays end), else `changed=N` over all hosts; a failure is a
+    LabError naming the host and the task.  `ssh` is the command that reaches
+    a node, for that message.
     """
     try:
         import ansible_runner
@@ -126,6 +134,9 @@ def playbook(inventory_path: Path | str, path: Path | str, *, step: str, extrava
         where = progress.failed_at.get(bad[0], progress.last) if bad else progress.last
         raise LabError(f"{step}: {', '.join(bad) or 'a node'} failed at {where or 'start'}; "
                        f"see {_shown(log)}, look with `{ssh} {bad[0] if bad else 'NODE'}`")
+    proved = progress.custom_stats.get(PROVED_STAT)
+    if isinstance(proved, str) and proved.strip():
+        return " ".join(proved.split())
     return f"changed={sum(stats.get('changed', {}).values())}"
 
 

@@ -1,14 +1,16 @@
 """scripts/lab: bring the whole lab up as one thing, and prove it.
 
-    scripts/lab up [--no-smoke]    containers (or --vagrant VMs), site.yml over SSH, smoke job
-    scripts/lab status [--json]    each node: name, groups, address, state
-    scripts/lab ssh NODE [-- CMD]  a shell on a node, or one command (its exit status is ours)
-    scripts/lab smoke              the end-to-end smoke job, step by step
+    scripts/lab up [--no-smoke] [--json]  containers (or --vagrant VMs), site.yml over SSH, smoke job
+    scripts/lab status [--json]           each node: name, groups, address, state
+    scripts/lab ssh NODE [-- CMD]         a shell on a node, or one command (its exit status is ours)
+    scripts/lab smoke [--json]            the end-to-end smoke job, step by step
     scripts/lab down               remove the lab's containers and networks
     ... up|status|down --vagrant   the same lab as Vagrant VMs (see vagrant.py)
 
 The default way is containers (see containers.py).  Every failure is one line
-naming the node and the step; nothing is torn down on failure.
+naming the node and the step; nothing is torn down on failure.  `up` and
+`smoke` end with a table of their steps, what each proved and its time; with
+--json that table is the only thing on standard output.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main(argv=None):
     up_parser = commands.add_parser("up", help="bring the lab up, converge site.yml, run the smoke job")
     up_parser.add_argument("--no-smoke", action="store_true", help="stop after the converge")
     up_parser.add_argument("--vagrant", action="store_true", help="Vagrant VMs (libvirt) instead of containers")
+    up_parser.add_argument("--json", action="store_true", help="the table of steps as JSON on standard output")
     up_parser.add_argument("nodes", nargs="*", metavar="NODE", help="with --vagrant: only these machines")
     up_parser.set_defaults(func=up)
     status_parser = commands.add_parser("status", help="each node's name, groups, address, state")
@@ -55,7 +58,9 @@ def main(argv=None):
     ssh_parser.add_argument("node")
     ssh_parser.add_argument("command", nargs=argparse.REMAINDER)
     ssh_parser.set_defaults(func=containers.ssh)
-    commands.add_parser("smoke", help="run the smoke job").set_defaults(func=containers.smoke_command)
+    smoke_parser = commands.add_parser("smoke", help="run the smoke job")
+    smoke_parser.add_argument("--json", action="store_true", help="the table of steps as JSON on standard output")
+    smoke_parser.set_defaults(func=containers.smoke_command)
     down_parser = commands.add_parser("down", help="remove the lab's containers and networks")
     down_parser.add_argument("--vagrant", action="store_true", help="destroy the Vagrant VMs, their networks and volumes")
     down_parser.set_defaults(func=down)

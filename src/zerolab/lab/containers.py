@@ -16,7 +16,7 @@ import time
 
 from . import ansible
 from .status import print_status
-from .steps import ROOT, STATE, LabError, Timeline, run, script, which
+from .steps import ROOT, STATE, LabError, run, script, shown_timeline, which
 
 SSH_KEY = STATE / "id_ed25519"
 FACT_CACHE = ROOT / ".cache" / "ansible-facts"   # fact_caching_connection in ansible.cfg
@@ -165,8 +165,7 @@ def smoke(lab, timeline):
 def up(args, lab):
     if args.nodes:
         raise LabError(f"up: NODE names ({' '.join(args.nodes)}) are for --vagrant; the container lab is all nodes")
-    timeline = Timeline()
-    try:
+    with shown_timeline(args.json) as timeline:
         timeline.run("toolchain", check_tools)
         image = timeline.run("node image", script, "build-image", "node image")
         timeline.run("addresses", check_addresses, lab)
@@ -176,8 +175,6 @@ def up(args, lab):
         timeline.run("converge site.yml", ansible_playbook, lab, "site.yml", step="converge site.yml")
         if not args.no_smoke:
             smoke(lab, timeline)
-    finally:
-        timeline.print()
     return 0
 
 
@@ -209,9 +206,6 @@ def ssh(args, lab):
 
 
 def smoke_command(args, lab):
-    timeline = Timeline()
-    try:
+    with shown_timeline(args.json) as timeline:
         smoke(lab, timeline)
-    finally:
-        timeline.print()
     return 0

@@ -7,11 +7,14 @@ one line for the user; Timeline runs steps and prints the table `up` and
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,41 @@ class Timeline:
         for name, verdict, seconds, detail in self.rows:
             print(f"  {name:<{width}}  {verdict:4}  {seconds:7.1f} s  {detail}")
         print(f"  {'total':<{width}}        {time.monotonic() - self.started:7.1f} s")
+
+    def as_json(self):
+        """The table as one JSON document: each step, whether all passed, the total time."""
+        steps = [{"step": name, "passed": verdict == "pass", "seconds": round(seconds, 1), "detail": detail}
+                 for name, verdict, seconds, detail in self.rows]
+        return json.dumps({"passed": all(step["passed"] for step in steps), "steps": steps,
+                           "seconds": round(time.monotonic() - self.started, 1)}, indent=2)
+
+
+@contextmanager
+def shown_timeline(as_json: bool = False) -> Iterator[Timeline]:
+    """A Timeline for a command's steps, printed when they end (failed or not).
+
+    With as_json, standard output carries the JSON document and nothing else:
+    while the steps run, whatever writes to it (ours, podman's, Vagrant's) goes
+    to standard error with the progress.
+    """
+    timeline = Timeline()
+    if not as_json:
+        try:
+            yield timeline
+        finally:
+            timeline.print()
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)                   # subprocesses' output
+    try:
+        with redirect_stdout(sys.stderr):   # ours
+            yield timeline
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        print(timeline.as_json(), flush=True)
 
 
 def run(argv, *, check=True, capture=True, input=None, step=""):

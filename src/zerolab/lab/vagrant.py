@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import ansible, containers
 from .status import print_status
-from .steps import ROOT, STATE, LabError, Timeline, run, script, which
+from .steps import ROOT, STATE, LabError, run, script, shown_timeline, which
 
 LIBVIRT = "qemu:///system"
 PROVIDER = "libvirt"
@@ -180,8 +180,7 @@ def selected(args, lab):
 def up(args, lab):
     machines = selected(args, lab)
     names = [m.name for m in machines]
-    timeline = Timeline()
-    try:
+    with shown_timeline(args.json) as timeline:
         timeline.run("libvirt daemons", lib_sh, "start_libvirt", "libvirt daemons")
         timeline.run("pre-flight: provider", check_provider)
         if box_name() == BUILT_BOX:
@@ -203,8 +202,6 @@ def up(args, lab):
                     timeline.run(f"smoke: {step}", ansible.missing_step, step)
                     continue
                 timeline.run(f"smoke: {step}", smoke, Path(inventory_path), step)
-    finally:
-        timeline.print()
     return 0
 
 
@@ -250,10 +247,9 @@ def write_inventory(names, lab):
 
 
 def smoke(inventory_path, step):
-    ansible.playbook(inventory_path, "playbooks/smoke.yml", tags=step, step=f"smoke {step}",
+    return ansible.playbook(inventory_path, "playbooks/smoke.yml", tags=step, step=f"smoke {step}",
                      env=ansible.environment(ANSIBLE_CACHE_PLUGIN_CONNECTION=str(FACT_CACHE)),
                      log_name=f"vagrant-smoke-{step}", ssh="vagrant ssh")
-    return "ok"
 
 
 def down(args, lab):
