@@ -9,7 +9,7 @@ Builds its own containers (node image, network zerolab-galera-bench
   - rejoin time: kill -9 of one node's server until it is Synced again
     (systemd restarts it; IST);
   - full recovery time: kill -9 of all three (automatic restart off) during a
-    list-append workload, then playbooks/galera-recover.yml until all Synced;
+    list-append workload, then playbooks/galera_recover.yml until all Synced;
   - acknowledged writes lost in that outage.
 
 Prints a table with ratios and targets.  Run it alone (2 cores):
@@ -170,7 +170,7 @@ def full_outage(inventory, workdir):
         killer.wait()
     stop.touch()
     workload.communicate(timeout=60)
-    recovery = playbook(inventory, "galera-recover.yml")
+    recovery = playbook(inventory, "galera_recover.yml")
     for name in NODES:
         in_node(name, "rm -f /run/systemd/system/mariadb.service.d/zz-bench.conf && systemctl daemon-reload")
     check = subprocess.run([sys.executable, str(WORKLOAD), "check", "--hosts", hosts, "--password", DB_PASSWORD,
@@ -210,7 +210,7 @@ def main():
         ("sysbench oltp_read_write TPS, 3-node cluster", f"{tps_cluster:.1f}",
          f"{tps_cluster / tps_standalone:.2f}x", ">= 0.50x"),
         ("rejoin after kill -9 of one node (s)", f"{rejoin:.1f}", f"{rejoin / 60:.2f} of target", "<= 60 s"),
-        ("full recovery, galera-recover.yml (s)", f"{recovery:.1f}", f"{recovery / 120:.2f} of target", "<= 120 s"),
+        ("full recovery, galera_recover.yml (s)", f"{recovery:.1f}", f"{recovery / 120:.2f} of target", "<= 120 s"),
         (f"acknowledged writes lost (of {acknowledged})", str(lost), "", "0"),
     ]
     passed = [tps_cluster / tps_standalone >= 0.5, rejoin <= 60, recovery <= 120, lost == 0]
