@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import ansible, containers
+from . import ansible, containers, hostdaemons
 from .status import print_status
 from .steps import ROOT, STATE, LabError, run, script, shown_timeline, which
 
@@ -63,12 +63,6 @@ def target(names):
 
 def virsh(*args, check=False):
     return subprocess.run(["virsh", "-c", LIBVIRT, *args], text=True, capture_output=True, check=check)
-
-
-def lib_sh(function, step):
-    result = subprocess.run(["bash", "-c", f'source "{ROOT}/scripts/lib.sh" && {function}'], text=True)
-    if result.returncode != 0:
-        raise LabError(f"{step}: scripts/lib.sh {function} failed (its message is above)")
 
 
 # --- pre-flight: bad input, before any VM starts --------------------------------
@@ -181,7 +175,7 @@ def up(args, lab):
     machines = selected(args, lab)
     names = [m.name for m in machines]
     with shown_timeline(args.json) as timeline:
-        timeline.run("libvirt daemons", lib_sh, "start_libvirt", "libvirt daemons")
+        timeline.run("libvirt daemons", hostdaemons.start_libvirt)
         timeline.run("pre-flight: provider", check_provider)
         if box_name() == BUILT_BOX:
             timeline.run("box", script, "build-box", "box")
@@ -267,7 +261,7 @@ def down(args, lab):
     if remaining:
         raise LabError(f"down: {', '.join(remaining)} could not be removed; look with `virsh list --all`")
     shutil.rmtree(ROOT / ".vagrant" / "machines", ignore_errors=True)
-    lib_sh("stop_libvirt", "down")
+    print(f"down: {hostdaemons.stop_libvirt()}", file=sys.stderr)
     print(f"destroyed the Vagrant lab{'; also removed ' + ', '.join(leftovers) if leftovers else ''}")
     return 0
 
