@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """zerocloud vs plain Swift, side by side in one run, against a live proxy.
 
-    python3 benchmarks/swift.py [--url http://127.0.0.1:8080] [--guests /opt/zerolab/guests]
+    .venv/bin/python benchmarks/swift.py        # from the checkout, against the running lab
+    python3 swift.py --url http://127.0.0.1:8080   # on the Swift node itself
 
-Run it on the Swift node (it needs the guest .wasm files) or anywhere the
-proxy and guests are reachable, e.g. in the Molecule container:
+From the checkout it finds the lab's proxy itself (the first host of the
+inventory's swift group, at its address and swift_proxy_port) and the guests
+in build/guests; on a node (standard library only), the proxy on loopback and
+the guests in /opt/zerolab/guests.  E.g. in the Molecule container:
     podman cp benchmarks/swift.py swift1:/tmp/ && podman exec swift1 python3 /tmp/swift.py
 
 Measures, with the standard library only:
@@ -25,6 +28,34 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+NODE_GUESTS = Path("/opt/zerolab/guests")
+
+
+def lab_proxy_url(inventory_path=None):
+    """The lab's Swift proxy from the inventory, or loopback where there is no checkout (on a node)."""
+    try:
+        from zerolab.lab import inventory
+    except ImportError:
+        return "http://127.0.0.1:8080"
+    try:
+        lab = inventory.load(inventory_path or inventory.DEFAULT_INVENTORY)
+    except inventory.InventoryError as error:
+        raise SystemExit(f"cannot find the lab's Swift proxy: {error}") from None
+    from zerolab.lab.hostconfig import on_a_local_network
+
+    swift = next(m for m in lab.machines if "swift" in m.groups)
+    if not on_a_local_network(swift.address):
+        # Its traffic would leave this machine: no lab is there, and none may be probed.
+        raise SystemExit(f"the lab is down: {swift.name}'s address {swift.address} is on no network of this machine; "
+                         "bring it up with scripts/lab up, or pass --url")
+    return f"http://{swift.address}:{swift.vars.get('swift_proxy_port', lab.vars.get('swift_proxy_port', 8080))}"
+
+
+def default_guests():
+    return str(NODE_GUESTS if NODE_GUESTS.is_dir() else CHECKOUT / "build" / "guests")
 
 
 class Client:
@@ -81,20 +112,26 @@ def wordcount(data):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--url", help="the Swift proxy (default: the lab's, from its inventory)")
+    p.add_argument("--inventory", help="the lab inventory to find the proxy in (default: inventories/lab/hosts.yml)")
     p.add_argument("--user", default="test:tester")
     p.add_argument("--key", default="testing")
-    p.add_argument("--guests", default="/opt/zerolab/guests")
+    p.add_argument("--guests", default=default_guests(), help="folder of hello.wasm, cat.wasm, wordcount.wasm")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=4)
     a = p.parse_args()
+    a.url = a.url or lab_proxy_url(a.inventory)
+    missing = [g for g in ("cat", "wordcount", "hello") if not os.path.exists(os.path.join(a.guests, f"{g}.wasm"))]
+    if missing:
+        raise SystemExit(f"no {', '.join(m + '.wasm' for m in missing)} in {a.guests}: run scripts/build-guests "
+                         "or pass --guests")
 
     try:
         c = Client(a.url, a.user, a.key)
     except OSError as e:
-        raise SystemExit(f"no Swift proxy answers at {a.url} ({e.strerror or e}): bring the lab up "
-                         f"(scripts/lab up) and run this on the swift node, or pass --url") from None
+        raise SystemExit(f"no Swift proxy answers at {a.url} ({e.strerror or e}): the lab is down? "
+                         f"bring it up with scripts/lab up, or pass --url") from None
     acct = c.account
     c.put("bench", b"")
     for g in ("cat", "wordcount", "hello"):

@@ -9,6 +9,9 @@ it uses the standard library only.
 from __future__ import annotations
 
 import glob
+import ipaddress
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,6 +96,27 @@ def debian_security_mirror(codename="bookworm", roots=DEFAULT_APT_SOURCES):
         if suite == f"{codename}-security":
             return uri
     return ""
+
+
+def on_a_local_network(address: str) -> bool:
+    """Whether this machine reaches `address` directly, on one of its own networks.
+
+    The lab's addresses are private ones; when the lab is down, the kernel
+    would send their traffic to the default gateway, off this machine, where
+    no lab is and none may be probed.  So a caller asks first: a route with
+    no gateway (a local bridge: the lab's podman or libvirt network) or a
+    loopback address is local.
+    """
+    if ipaddress.ip_address(address).is_loopback:
+        return True
+    result = subprocess.run(["ip", "-j", "route", "get", address], capture_output=True, text=True)
+    if result.returncode != 0:
+        return False
+    try:
+        routes = json.loads(result.stdout)
+    except ValueError:
+        return False
+    return bool(routes) and all("gateway" not in route for route in routes)
 
 
 def main(argv=None):

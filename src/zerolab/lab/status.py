@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
+from .hostconfig import on_a_local_network
+
 
 def print_status(lab, states, as_json):
     """Each node's name, groups, address and state (from `states`, by name)."""
@@ -23,6 +25,8 @@ def print_status(lab, states, as_json):
 
 
 def ssh_port_open(address):
+    if not on_a_local_network(address):
+        return False    # nothing of the lab's is there, and nothing off this machine is probed
     try:
         with socket.create_connection((address, 22), timeout=1):
             return True
