@@ -303,7 +303,7 @@ def test_module_cache_is_bounded_and_follows_file_changes(guests, tmp_path):
         assert ex.run(job(prog), stdin=b"meow").stdout == b"meow"
         for name in ("hello", "cat", "wordcount", "misbehave"):
             ex.load_module(str(guests / f"{name}.wasm"))
-        assert len(ex._modules) == 2
+        assert len(ex.programs._modules) == 2
     finally:
         ex.close()
 

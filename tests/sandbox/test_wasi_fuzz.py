@@ -18,14 +18,14 @@ import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zerolab.sandbox import Channel, Executor, Manifest, wasi
+from zerolab.sandbox import Channel, Executor, Manifest, wasi, wasi_abi
 
 PAGE = 65536
 STDOUT_LIMIT = 4096
 # Values a guest would pick on purpose: the edges of signed/unsigned 32 and 64
 # bits, the edges of its one page of memory, and small descriptors.
 EDGES_32 = [0, 1, 3, 4, 7, -1, -4, -8, -16, PAGE - 8, PAGE - 1, PAGE, PAGE + 1,
-            2**31 - 1, -2**31, wasi.IOV_MAX, wasi.IOV_MAX + 1, wasi.PATH_MAX + 1]
+            2**31 - 1, -2**31, wasi_abi.IOV_MAX, wasi_abi.IOV_MAX + 1, wasi_abi.PATH_MAX + 1]
 EDGES_64 = [0, 1, -1, 2**31, 2**32, 2**63 - 1, -2**63, PAGE]
 I32 = st.one_of(st.sampled_from(EDGES_32), st.integers(-2**31, 2**31 - 1))
 I64 = st.one_of(st.sampled_from(EDGES_64), st.integers(-2**63, 2**63 - 1))
@@ -155,7 +155,7 @@ def test_a_huge_iovec_count_is_refused_before_it_is_read(host):
 
 
 def test_a_long_path_is_refused_before_it_is_read(host):
-    assert call(host, "path_open", [3, 0, 128, wasi.PATH_MAX + 1, 0, 0, 0, 0, 200]) == wasi.ENAMETOOLONG
+    assert call(host, "path_open", [3, 0, 128, wasi_abi.PATH_MAX + 1, 0, 0, 0, 0, 200]) == wasi_abi.ENAMETOOLONG
     assert call(host, "path_open", [3, 0, 128, 4, 0, 0, 0, 0, 200]) == wasi.ENOENT   # "file" is under /img
 
 

@@ -32,9 +32,11 @@ from .status import (
 )
 
 if TYPE_CHECKING:
-    from .executor import ChannelReport, Executor, Report
+    from .executor import Executor
+    from .report import ChannelReport, Report
 
-NEEDS_WASMTIME = {"Executor": "executor", "Report": "executor", "ChannelReport": "executor"}
+# Loaded on first use: only the Executor needs wasmtime.
+NEEDS_WASMTIME = {"Executor": "executor", "Report": "report", "ChannelReport": "report"}
 
 __all__ = ["Executor", "Manifest", "Channel", "Report", "ChannelReport", "ManifestError", "Mount",
            "NVRAM", "OK", "GUEST_EXIT", "USAGE", "BAD_MANIFEST", "BAD_INPUT", "INVALID_PROGRAM",

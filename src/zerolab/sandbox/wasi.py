@@ -14,17 +14,16 @@ ENOTCAPABLE instead of trapping.
 
 The functions are defined once per Engine on a Linker; the job they serve is
 found in a thread-local (``current``), set by the Executor around each run.
+Beside this file: guest_memory.py (every guest pointer checked, in one
+place), channels.py (a channel's state and how it is opened), wasi_abi.py
+(preview1's numbers and the per-call limits).
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import hashlib
 import os
 import posixpath
-import re
-import stat as stat_mod
 import struct
 import threading
 from collections.abc import Callable
@@ -33,93 +32,56 @@ from typing import NoReturn
 import wasmtime
 
 from . import tarfs
-from .manifest import Channel
+from .channels import ChannelState, open_host_channel, open_memory_channel
+from .guest_memory import GuestMemory
+from .wasi_abi import (
+    CLOCK_STEP_NS,
+    EBADF,
+    EDQUOT,
+    EEXIST,
+    EFAULT,
+    EFBIG,
+    EINVAL,
+    EIO,
+    EISDIR,
+    EMFILE,
+    ENOENT,
+    ENOSYS,
+    ENOTCAPABLE,
+    ENOTDIR,
+    EPOCH_NS,
+    EROFS,
+    ESPIPE,
+    ESUCCESS,
+    FT_CHAR,
+    FT_DIR,
+    FT_REG,
+    MAX_OPEN_FILES,
+    MAX_RANDOM,
+    MAX_SUBSCRIPTIONS,
+    O_CREAT,
+    O_DIRECTORY,
+    O_EXCL,
+    O_TRUNC,
+    RIGHT_FD_WRITE,
+    RIGHTS_ALL,
+    RIGHTS_CHAR,
+    U32,
+    U64,
+    WHENCE_CUR,
+    WHENCE_END,
+    WHENCE_SET,
+    Errno,
+    Fault,
+    GuestExit,
+)
 
-# ---------------------------------------------------------------- constants
-ESUCCESS, E2BIG, EACCES, EBADF, EDQUOT, EEXIST, EFAULT, EFBIG = 0, 1, 2, 8, 19, 20, 21, 22
-EMFILE = 33
-EINVAL, EIO, EISDIR, ELOOP, ENAMETOOLONG, ENOENT, ENOSYS = 28, 29, 31, 32, 37, 44, 52
-ENOTDIR, ENOTEMPTY, ENOTSUP, EPERM, EROFS, ESPIPE, ENOTCAPABLE = 54, 55, 58, 63, 69, 70, 76
-
-FT_UNKNOWN, FT_CHAR, FT_DIR, FT_REG = 0, 2, 3, 4
-O_CREAT, O_DIRECTORY, O_EXCL, O_TRUNC = 1, 2, 4, 8
-RIGHT_FD_SEEK, RIGHT_FD_TELL, RIGHT_FD_WRITE = 1 << 2, 1 << 5, 1 << 6
-RIGHTS_ALL = (1 << 30) - 1
-RIGHTS_CHAR = RIGHTS_ALL & ~(RIGHT_FD_SEEK | RIGHT_FD_TELL)
-WHENCE_SET, WHENCE_CUR, WHENCE_END = 0, 1, 2
-
-# The virtual clock starts at the manifest format's date (2013-06-11T00:00:00Z)
-# and advances by one microsecond per clock read: programs that measure time
-# see it move, but nothing of the host's time reaches them.
-EPOCH_NS = 1370908800 * 10**9
-CLOCK_STEP_NS = 1000
-
-LIMIT_NAMES = ("gets", "get_size", "puts", "put_size")
-# One call moves at most this much (a short read/write, which POSIX allows), so a
-# guest asking for a 4 GiB read cannot make the host allocate 4 GiB at once.
-MAX_IO = 16 << 20
-# Everything else a guest can size in one call is bounded too, with the errno
-# POSIX gives: so many iovecs (Linux's IOV_MAX), a path this long (PATH_MAX),
-# this many poll subscriptions.  Without these a single call could make the
-# host unpack gigabytes or loop for minutes inside one host call.
-IOV_MAX = 1024
-PATH_MAX = 4096
-MAX_OPEN_FILES = 1024
-MAX_SUBSCRIPTIONS = 4096
-MAX_RANDOM = MAX_IO
-
-U32 = 0xFFFFFFFF
-U64 = 0xFFFFFFFFFFFFFFFF
-
-
-class Fault(Exception):
-    """A guest pointer outside its memory: the call returns EFAULT."""
-
-
-class Errno(Exception):
-    """A call refused before it touched anything: the call returns ``code``."""
-
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
-
-
-class GuestExit(Exception):
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
+# Who drives a run (the Executor) opens its channels with these.
+__all__ = ["Run", "ChannelState", "ChannelNode", "OpenFD", "current", "define", "unsupported_imports",
+           "open_host_channel", "open_memory_channel", "MODULE", "SIGNATURES"]
 
 
 # ------------------------------------------------------------------ channels
-class ChannelState:
-    """A declared channel during one run: its backing, positions and counters."""
-
-    def __init__(self, spec: Channel, host_fd: int | None = None, own_fd: bool = False,
-                 data: bytes | bytearray | memoryview | None = None, size: int = 0, regular: bool = False):
-        self.spec = spec
-        self.alias = spec.alias
-        self.fd = host_fd          # host file descriptor, or None for memory channels
-        self.own_fd = own_fd       # close it at the end (not for our own stdin/out/err)
-        self.data = data           # bytes (read-only) or bytearray (memory channel)
-        self.size = size           # current size for random channels
-        self.regular = regular     # host regular file: use pread/pwrite at positions
-        self.rpos = 0
-        self.wpos = 0
-        self.gets = self.get_bytes = self.puts = self.put_bytes = 0
-        self.hasher = hashlib.sha1() if spec.etag else None
-        self.char = False          # NVRAM [mapping] mode=char: a terminal-like device
-        self.ino = tarfs.inode("channel", spec.alias)
-
-    def limit(self, name: str) -> int:
-        limit: int = getattr(self.spec, name)
-        return limit
-
-    def close(self) -> None:
-        if self.fd is not None and self.own_fd:
-            os.close(self.fd)
-        self.fd = None
-
-
 class ChannelNode:
     """A channel's place in the guest's directory tree."""
     __slots__ = ("state", "ino")
@@ -141,10 +103,14 @@ class OpenFD:
 
 
 # ----------------------------------------------------------------- one job
-class Run:
-    """Everything one job's host calls need.  Created per job by the Executor."""
+class Run(GuestMemory):
+    """Everything one job's host calls need.  Created per job by the Executor.
+
+    Its guest memory (reads, writes, every pointer checked) is GuestMemory's.
+    """
 
     def __init__(self, args: list[str], env: dict[str, str], seed: bytes):
+        super().__init__()
         self.args = [a.encode() + b"\0" for a in args]
         self.env = [f"{k}={v}".encode() + b"\0" for k, v in env.items()]
         self.fds: dict[int, OpenFD] = {}
@@ -157,90 +123,7 @@ class Run:
         self._rand_counter = 0
         self.quota_hit: str | None = None
         self.exit_status: int | None = None   # set by proc_exit
-        self.memory: wasmtime.Memory | None = None
-        self.store: wasmtime.Store | wasmtime.Caller | None = None
-        self.base = 0
-        self.mem_len = 0
         self.calls = 0
-
-    # ------------------------------------------------------------ memory
-    def attach(self, store: wasmtime.Store | wasmtime.Caller, memory: wasmtime.Memory) -> None:
-        self.store = store
-        self.memory = memory
-        # The Engine is configured with memory_may_move(False), so the base stays put.
-        self.base = ctypes.addressof(memory.data_ptr(store).contents)
-        self.mem_len = memory.data_len(store)
-
-    def check(self, ptr: int, n: int) -> int:
-        """The host address of guest bytes [ptr, ptr + n), or Fault.  The one
-        place where a guest offset becomes a host address: both numbers must
-        be unsigned 32-bit (wasmtime hands i32s to Python signed, so a
-        "negative" pointer would otherwise reach below the guest's memory)."""
-        if not (0 <= ptr <= U32 and 0 <= n <= U32):
-            raise Fault()
-        end = ptr + n
-        if end > self.mem_len:
-            if self.memory is None or self.store is None:
-                raise Fault()
-            self.mem_len = self.memory.data_len(self.store)
-            if end > self.mem_len:
-                raise Fault()
-        return self.base + ptr
-
-    def read(self, ptr: int, n: int) -> bytes:
-        return ctypes.string_at(self.check(ptr, n), n) if n else b""
-
-    def write(self, ptr: int, data: bytes) -> None:
-        if data:
-            ctypes.memmove(self.check(ptr, len(data)), data, len(data))
-
-    def u32(self, ptr: int) -> int:
-        value: int = struct.unpack("<I", self.read(ptr, 4))[0]
-        return value
-
-    def put_u32(self, ptr: int, value: int) -> None:
-        self.write(ptr, struct.pack("<I", value))
-
-    def put_u64(self, ptr: int, value: int) -> None:
-        self.write(ptr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
-
-    def iovecs(self, ptr: int, count: int) -> list[tuple[int, int]]:
-        """The (buffer, length) pairs, each checked to lie inside guest memory
-        (before any IO happens), cut to MAX_IO bytes in total.  At most IOV_MAX
-        of them (EINVAL beyond, as writev says), so the array is small."""
-        if count == 0:
-            return []
-        if count > IOV_MAX:
-            raise Errno(EINVAL)
-        raw = struct.unpack("<%dI" % (2 * count), self.read(ptr, 8 * count))
-        out, total = [], 0
-        for buf, length in zip(raw[0::2], raw[1::2]):
-            self.check(buf, length)
-            length = min(length, MAX_IO - total)
-            if length > 0:          # empty iovecs are legal (wasi-libc's stdio sends them)
-                out.append((buf, length))
-                total += length
-        return out
-
-    def path(self, ptr: int, n: int) -> str:
-        """A path argument: at most PATH_MAX bytes (ENAMETOOLONG beyond)."""
-        if n > PATH_MAX:
-            raise Errno(ENAMETOOLONG)
-        return self.read(ptr, n).decode("utf-8", "replace")
-
-    def scatter(self, iovs: list[tuple[int, int]], data: bytes) -> None:
-        off = 0
-        for buf, length in iovs:
-            if off >= len(data):
-                break
-            chunk = data[off:off + length]
-            self.write(buf, chunk)
-            off += len(chunk)
-
-    def gather(self, iovs: list[tuple[int, int]]) -> bytes:
-        if len(iovs) == 1:
-            return self.read(*iovs[0])
-        return b"".join(self.read(buf, length) for buf, length in iovs)
 
     # ------------------------------------------------------ determinism
     def now(self) -> int:
@@ -968,57 +851,3 @@ def unsupported_imports(module: wasmtime.Module) -> list[str]:
         if imp.module != MODULE or imp.name not in SIGNATURES or not isinstance(imp.type, wasmtime.FuncType):
             bad.append(f"{imp.module}.{imp.name}")
     return bad
-
-
-def open_host_channel(spec: Channel) -> ChannelState:
-    """Opens a channel whose uri is a host path.  Raises OSError (caller reports it)."""
-    uri = spec.uri
-    if not isinstance(uri, str):
-        raise OSError(errno.EINVAL, "not a host path", spec.alias)
-    std = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
-    if uri in std:
-        # Our own streams: use the descriptors, do not reopen (reopening
-        # /dev/stdout of a file would truncate or reposition it).
-        fd = std[uri]
-        st = os.fstat(fd)
-        regular = stat_mod.S_ISREG(st.st_mode)
-        state = ChannelState(spec, fd, own_fd=False, size=st.st_size if regular else 0,
-                             regular=False)
-        return state
-    passed = re.fullmatch(r"/proc/self/fd/(\d+)", uri)
-    if passed and not spec.writable:
-        # A descriptor handed over by the caller (the object server's data
-        # file): used as it is, not reopened, so the file's own permissions
-        # do not matter to the executor's user.
-        fd = os.dup(int(passed.group(1)))
-        st = os.fstat(fd)
-        regular = stat_mod.S_ISREG(st.st_mode)
-        return ChannelState(spec, fd, own_fd=True, size=st.st_size if regular else 0, regular=regular)
-    if spec.writable:
-        flags = os.O_CREAT | (os.O_RDWR if spec.readable else os.O_WRONLY)
-        if not spec.readable and spec.type == 0:
-            flags |= os.O_TRUNC   # a sequential output starts empty
-    else:
-        flags = os.O_RDONLY
-    fd = os.open(uri, flags | os.O_CLOEXEC, 0o644)
-    st = os.fstat(fd)
-    if stat_mod.S_ISDIR(st.st_mode):
-        os.close(fd)
-        raise IsADirectoryError(21, "Is a directory", uri)
-    regular = stat_mod.S_ISREG(st.st_mode)
-    state = ChannelState(spec, fd, own_fd=True, size=st.st_size if regular else 0, regular=regular)
-    if spec.type == 1 and regular:
-        state.wpos = st.st_size   # appendable channel: writes follow the last byte
-    return state
-
-
-def open_memory_channel(spec: Channel, data: bytes | bytearray | memoryview | None) -> ChannelState:
-    buf: bytes | bytearray | memoryview
-    if spec.writable:
-        buf = bytearray(data or b"")
-    else:
-        buf = data if isinstance(data, (bytes, memoryview)) else bytes(data or b"")
-    state = ChannelState(spec, None, data=buf, size=len(buf))
-    if spec.type == 1:
-        state.wpos = len(buf)
-    return state

@@ -29,6 +29,7 @@ import time
 
 from zerolab.sandbox import Channel, Executor, Manifest, tarfs
 from zerolab.sandbox import executor as sandbox_executor
+from zerolab.sandbox import report as sandbox_report
 from zerolab.sandbox import status as exit_status
 from zerolab.sandbox.manifest import DEFAULT_LIMIT, RND_READ_SEQ_WRITE, SEQ_READ_SEQ_WRITE
 
@@ -142,10 +143,10 @@ class JobRunner:
 
 
 def failed(code: int, message: str, validator: int = 1) -> protocol.JobReport:
-    return job_report(sandbox_executor.failure(code, message, validator=validator))
+    return job_report(sandbox_report.failure(code, message, validator=validator))
 
 
-def job_report(report: sandbox_executor.Report) -> protocol.JobReport:
+def job_report(report: sandbox_report.Report) -> protocol.JobReport:
     return protocol.JobReport(exit_code=report.exit_code, exit_state=report.exit_state, user_rc=report.user_rc,
                               validator=report.validator, etag=report.etag, elapsed=round(report.elapsed, 6),
                               cdr=report.accounting_line)
