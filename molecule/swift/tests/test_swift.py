@@ -8,6 +8,7 @@ import base64
 import collections
 import json
 import re
+from pathlib import Path
 
 import pytest
 import wasmtime
@@ -613,3 +614,18 @@ def test_jobs_queue_on_the_socket_while_the_executor_is_down(host, data, hostile
     assert r.status == 200 and r.body == TEXTS[4], r
     assert (service, sock) == ("active", "active")
     assert after == before   # the same socket (inode), owner and mode
+
+
+# -------------------------------------------- the benchmark, so that it does not rot
+def test_the_swift_benchmark_runs_on_the_node_in_a_quick_mode(host):
+    """Not a timed test: benchmarks/swift.py checks its answers before it times
+    anything (an identity job returns the object, a word count job equals the
+    local count), and here it must get through them and print its table."""
+    bench = Path(__file__).resolve().parents[3] / "benchmarks" / "swift.py"
+    host.ansible("ansible.builtin.copy", f"src={bench} dest=/tmp/zerolab-benchmark-swift.py mode=0644",
+                 become=True, check=False)
+    out = host.run("python3 /tmp/zerolab-benchmark-swift.py --runs 3 --seconds 1 --clients 2")
+    print(out.stdout)
+    assert out.rc == 0, out.stderr
+    assert re.search(r"^1 MB: identity job \(cat\.wasm\)\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
+    assert re.search(r"^targets: identity p50 <= 2x GET: (met|MISSED)", out.stdout, re.M), out.stdout
