@@ -6,7 +6,8 @@
 
 The Executor and its Report are loaded on first use: the Swift filters import
 zerolab.sandbox.status in Swift's own python, which has no wasmtime, and
-importing a submodule runs this file first.
+importing a submodule runs this file first.  (The Report itself, report.py,
+needs no wasmtime either.)
 """
 
 from __future__ import annotations
