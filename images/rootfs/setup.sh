@@ -38,14 +38,14 @@ ExecStartPre=
 ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 UNIT
-systemctl enable ssh.service
+systemctl enable --quiet ssh.service
 
 # The host's package cache, when there is one (see apt-proxy-detect).
 install -m 0755 /tmp/apt-proxy-detect /usr/local/sbin/zerolab-apt-proxy-detect
 echo 'Acquire::http::Proxy-Auto-Detect "/usr/local/sbin/zerolab-apt-proxy-detect";' > /etc/apt/apt.conf.d/01zerolab-proxy
 
 if [ "$kind" = container ]; then
-    passwd --lock "$admin"
+    passwd --lock "$admin" >/dev/null
     # Units that have nothing to do in a container and only slow the boot.
     systemctl mask systemd-udevd.service systemd-udev-trigger.service \
         systemd-modules-load.service sys-kernel-config.mount \
@@ -69,7 +69,7 @@ Name=eth0
 DHCP=ipv4
 NETWORK
 ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
-systemctl enable systemd-networkd.service systemd-resolved.service
+systemctl enable --quiet systemd-networkd.service systemd-resolved.service
 apt-get clean
 # No package lists in the box, and none that look fresh: a VM's first apt run
 # (Ansible's cache_valid_time included) fetches them from its mirror.
