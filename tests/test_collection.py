@@ -31,7 +31,9 @@ def built(tmp_path_factory):
 def installed(built, tmp_path_factory):
     """The collection installed beside the toolchain's own collections, in a project of its own."""
     project = tmp_path_factory.mktemp("another-project")
-    subprocess.run([BIN / "ansible-galaxy", "collection", "install", built, "-p", project / "collections", "--no-deps"],
+    subprocess.run([BIN / "ansible-galaxy", "collection", "install", built, "-p", project / "collections", "--no-deps",
+                    # even when another copy is installed where Ansible looks by default
+                    "--force"],
                    check=True, capture_output=True, cwd=project)
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_COLLECTIONS_PATH": f"{project / 'collections'}:{sysconfig.get_paths()['purelib']}"}
