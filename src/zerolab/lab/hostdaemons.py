@@ -132,14 +132,13 @@ def start_libvirt(record: Path = LIBVIRT_STARTED) -> str:
     """libvirt's daemons for Vagrant's libvirt provider, answering on qemu:///system."""
     _tool("libvirtd", "libvirt-daemon-system")
     _tool("virsh", "libvirt-clients")
+    started: list[str] = []
     if has_init_system():
         result = subprocess.run(["systemctl", "start", "virtlogd.socket", "libvirtd.service"],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise LabError("systemctl start libvirtd failed; see 'journalctl -u libvirtd'")
-        started: list[str] = []
     else:
-        started = []
         for daemon in LIBVIRT_DAEMONS:
             if _running(daemon):
                 continue
