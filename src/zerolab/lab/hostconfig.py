@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import ipaddress
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,15 @@ def on_a_local_network(address: str) -> bool:
     except ValueError:
         return False
     return bool(routes) and all("gateway" not in route for route in routes)
+
+
+def port_answers(host: str, port: int) -> bool:
+    """Whether something accepts a TCP connection at host:port within a second."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def main(argv=None):

@@ -18,12 +18,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .hostconfig import port_answers
 from .steps import STATE, LabError
 
 PACKAGE_CACHE_PORT = 3142
@@ -34,12 +34,8 @@ LIBVIRT_STARTED = STATE / "libvirt-started"
 LIBVIRT_DAEMONS = ("virtlogd", "libvirtd")   # virtlogd first: libvirtd logs through it
 
 
-def _answers(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
+def _answers(port: int) -> bool:
+    return port_answers("127.0.0.1", port)
 
 
 def _wait_until(check, seconds: float, what: str) -> None:

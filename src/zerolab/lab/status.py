@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 
-from .hostconfig import on_a_local_network
+from .hostconfig import on_a_local_network, port_answers
 
 
 def print_status(lab, states, as_json):
@@ -25,10 +24,5 @@ def print_status(lab, states, as_json):
 
 
 def ssh_port_open(address):
-    if not on_a_local_network(address):
-        return False    # nothing of the lab's is there, and nothing off this machine is probed
-    try:
-        with socket.create_connection((address, 22), timeout=1):
-            return True
-    except OSError:
-        return False
+    # Off this machine nothing of the lab's is there, and nothing is probed.
+    return on_a_local_network(address) and port_answers(address, 22)
