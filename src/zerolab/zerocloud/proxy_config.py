@@ -7,6 +7,7 @@ unbounded is refused when the filter starts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ DEFAULTS = {
     "zerovm_concurrency": "8",
     "zerovm_sysimage_devices": "",
     "zerovm_default_content_type": "application/octet-stream",
+    "zerovm_spool_dir": "",
     "conn_timeout": "0.5",
 }
 
@@ -48,6 +50,7 @@ class ProxyConfig:
     conn_timeout: float          # seconds to connect to an object server
     sysimages: frozenset[str]    # zerovm_sysimage_devices
     default_content_type: str    # zerovm_default_content_type, for outputs without one
+    spool_dir: str | None        # zerovm_spool_dir: where outputs wait for the answer (None: the system's temp dir)
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str]) -> ProxyConfig:
@@ -68,10 +71,13 @@ class ProxyConfig:
             conn_timeout=float(conf["conn_timeout"]),
             sysimages=frozenset(conf["zerovm_sysimage_devices"].split()),
             default_content_type=conf["zerovm_default_content_type"],
+            spool_dir=conf["zerovm_spool_dir"].strip() or None,
         )
         if not 1 <= config.max_nodes <= MAX_NODES:
             raise ValueError(f"zerovm_maxnodes must be between 1 and {MAX_NODES} (got {config.max_nodes})")
         for option in ("zerovm_maxjobinput", "zerovm_maxjoboutput", "zerovm_max_listing"):
             if int(conf[option]) < 1:
                 raise ValueError(f"{option} must be a positive number (got {conf[option]})")
+        if config.spool_dir is not None and not os.path.isdir(config.spool_dir):
+            raise ValueError(f"zerovm_spool_dir {config.spool_dir} is not a directory")
         return config

@@ -4,13 +4,22 @@ Each X-Nexe-* header has one comma-separated element per instance that was
 tried, in the order they ran (an instance that never got a report shows the
 reason it failed and no accounting).  A job that failed answers with the
 first failure's status, its reason and the tail of its stderr; one that ran
-answers 200 with the outputs that have no swift:// path, joined.
+answers 200 with the outputs that have no swift:// path, one after another.
+
+Outputs are never held whole.  Each instance's reply is spooled as it
+arrives (Spool: its first SPOOL_MEMORY bytes in memory, the rest in an
+unnamed temporary file in zerovm_spool_dir); the headers, which need every
+instance's report, go out first, then the body is streamed from the spools
+in CLIENT_PIECE pieces (OutputStream), and closing it, which the WSGI server
+does when the body is sent or the client goes away, closes the spools.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from swift.common.swob import Response
 
@@ -20,6 +29,10 @@ from . import job as jobs
 from . import protocol
 
 STDERR_TAIL = 2000
+# An instance's outputs are held in memory up to this many bytes, then in a file.
+SPOOL_MEMORY = 64 << 10
+# The answer's body is sent in pieces of this size (Swift's client_chunk_size).
+CLIENT_PIECE = 64 << 10
 
 
 def one_line(reason: str) -> str:
@@ -39,15 +52,118 @@ def header_value(value: str) -> str:
     return " ".join(str(value).split()).replace(",", ";")
 
 
+class Spool:
+    """One instance's outputs, one after another as they arrived: the first
+    ``memory`` bytes in memory, then all of them in an unnamed temporary file
+    in ``directory`` (None: the system's), gone when the spool is closed."""
+
+    def __init__(self, directory: str | None, memory: int = SPOOL_MEMORY):
+        self.file = tempfile.SpooledTemporaryFile(max_size=memory, mode="w+b", dir=directory)
+        self.memory = memory
+        self.size = 0
+        self.on_disk = False
+
+    def append(self, data: bytes) -> None:
+        # Rolled over before the piece that would go past the memory, not
+        # after it: a 1 MiB piece is not held in memory on its way to the file.
+        if not self.on_disk and self.size + len(data) > self.memory:
+            self.file.rollover()
+            self.on_disk = True
+        self.file.seek(self.size)
+        self.file.write(data)
+        self.size += len(data)
+
+    def read(self, offset: int, size: int) -> bytes:
+        # Every reader seeks first: instances of a stage read their inputs
+        # from the same spools at once (green threads, one at a time here).
+        self.file.seek(offset)
+        return self.file.read(size)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """One output: ``length`` bytes of a spool from ``offset``."""
+
+    spool: Spool
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def pieces(self, size: int) -> Iterator[bytes]:
+        pos, end = self.offset, self.offset + self.length
+        while pos < end:
+            piece = self.spool.read(pos, min(size, end - pos))
+            if not piece:
+                raise OSError(f"spool ended at {pos} of an output that ends at {end}")
+            pos += len(piece)
+            yield piece
+
+    def tail(self, size: int) -> bytes:
+        start = max(self.offset, self.offset + self.length - size)
+        return self.spool.read(start, self.offset + self.length - start)
+
+    def reader(self) -> SegmentReader:
+        return SegmentReader(self)
+
+
+class SegmentReader:
+    """An output as a file to read (a PUT subrequest's wsgi.input)."""
+
+    def __init__(self, segment: Segment):
+        self.segment = segment
+        self.pos = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self.segment.length - self.pos
+        n = left if size is None or size < 0 else min(size, left)
+        if n <= 0:
+            return b""
+        data = self.segment.spool.read(self.segment.offset + self.pos, n)
+        self.pos += len(data)
+        return data
+
+
+def close_spools(spools: Sequence[Spool]) -> None:
+    for spool in spools:
+        spool.close()
+
+
+class OutputStream:
+    """The answer's body: outputs streamed from their spools, in pieces.
+
+    Closing it (the WSGI server does once the body is sent, or when the
+    client goes away) closes every spool of the job; so does reading it to
+    the end.  No __len__: swob takes an empty iterable for no body at all."""
+
+    def __init__(self, outputs: Sequence[Segment], spools: Sequence[Spool]):
+        self.outputs = list(outputs)
+        self.spools = list(spools)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for output in self.outputs:
+                yield from output.pieces(CLIENT_PIECE)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        close_spools(self.spools)
+
+
 class Result:
-    """What happened to one instance."""
+    """What happened to one instance: its outputs are segments of its spool."""
 
     def __init__(self, inst: jobs.Instance):
         self.inst = inst
         self.status = 200
         self.reason = ""
         self.report: protocol.JobReport | None = None
-        self.outputs: dict[str, bytes] = {}
+        self.outputs: dict[str, Segment] = {}
         self.colocated = "0"
 
     def fail(self, status: int, reason: str) -> Result:
@@ -76,23 +192,35 @@ def nexe_headers(results: list[Result], started: float) -> dict[str, str]:
     }
 
 
-def job_response(results: list[Result], started: float) -> Response:
-    headers = nexe_headers(results, started)
-    failed = next((r for r in results if r.status != 200), None)
-    if failed is not None:
-        headers["X-Nexe-Error"] = header_value(failed.reason)
-        stderr = failed.outputs.get("/dev/stderr", b"")[-STDERR_TAIL:].decode("utf-8", "replace")
-        return text(failed.status, failed.reason + ("\nstderr:\n" + stderr if stderr else ""), headers)
-    body: list[bytes] = []
-    ctype = None
-    for r in results:
-        if r.inst.node.connect:
-            continue   # its stdout went to the nodes it connects to
-        for dev in r.inst.writable():
-            if dev.path is None:
-                body.append(r.outputs.get(dev.alias, b""))
-                ctype = ctype or dev.content_type
-    resp = Response(status=200, body=b"".join(body), content_type=ctype or "text/plain")
-    for k, v in headers.items():
-        resp.headers[k] = v
+def job_response(results: list[Result], started: float, spools: Sequence[Spool]) -> Response:
+    """The answer; the job's spools go with it (closed with its body, or now
+    when the answer does not stream them)."""
+    try:
+        headers = nexe_headers(results, started)
+        failed = next((r for r in results if r.status != 200), None)
+        if failed is not None:
+            headers["X-Nexe-Error"] = header_value(failed.reason)
+            stderr_output = failed.outputs.get("/dev/stderr")
+            stderr = (stderr_output.tail(STDERR_TAIL).decode("utf-8", "replace")
+                      if stderr_output is not None else "")
+            close_spools(spools)
+            return text(failed.status, failed.reason + ("\nstderr:\n" + stderr if stderr else ""), headers)
+        body: list[Segment] = []
+        ctype = None
+        for r in results:
+            if r.inst.node.connect:
+                continue   # its stdout went to the nodes it connects to
+            for dev in r.inst.writable():
+                if dev.path is None:
+                    output = r.outputs.get(dev.alias)
+                    if output is not None and output.length:
+                        body.append(output)
+                    ctype = ctype or dev.content_type
+        resp = Response(status=200, app_iter=OutputStream(body, spools), content_type=ctype or "text/plain")
+        resp.content_length = sum(output.length for output in body)
+        for k, v in headers.items():
+            resp.headers[k] = v
+    except BaseException:
+        close_spools(spools)
+        raise
     return resp

@@ -6,12 +6,19 @@ policy), in ring order; ObjectServerClient sends it to one and the proxy
 tries the next when one has no copy or no free slot.  An instance without
 such an input goes to up to three object servers picked at random, as
 ZeroCloud did.
+
+The reply to an EXECUTE (protocol.py's message) is read as it streams in:
+its header, then each output copied into the instance's Spool (response.py)
+a piece at a time, each piece counted against the job's output budget
+before the next is read.  Payloads carried by a request (programs, inputs,
+the outputs of the nodes that connect to it) are sent the same way.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +30,18 @@ from swift.common.swob import Request
 from swift.proxy.controllers.base import get_container_info
 
 from . import job as jobs
+from . import protocol
 from .job import JobError
 from .objectquery import EXECUTE, LOCAL_ALIAS_HEADER
 from .proxy_config import ProxyConfig
-from .response import one_line
+from .response import Segment, Spool, one_line
 
 # An object server's reply is read in pieces of this size, each counted
-# against the job's output budget before the next is read.
-REPLY_PIECE = 1 << 20
+# against the job's output budget before the next is read; payloads sent
+# from a spool go in pieces of this size too.
+REPLY_PIECE = 256 << 10
+# What is read of an error's body for its one-line reason.
+ERROR_BODY = 1000
 # A device of the ring: "ip", "port", "device" and more, as Swift's rings give them.
 RingNode = Mapping[str, Any]
 
@@ -47,14 +58,33 @@ class Route:
 
 
 @dataclass(frozen=True)
+class SpooledReply:
+    """A reply read into a spool: its header, each payload where it lies,
+    and how much of the job's output budget it took."""
+
+    header: protocol.Header
+    payloads: list[Segment]
+    spool: Spool
+    taken: int
+
+
+@dataclass(frozen=True)
 class Answer:
     """An object server's answer to one EXECUTE: a 200 carries the reply
-    (protocol.py) and the co-location code, anything else a one-line reason."""
+    (spooled, or its bytes when no spool was asked for) and the co-location
+    code, anything else a one-line reason.  ``final``: another replica would
+    do no better (the reply was not a message)."""
 
     status: int
     reason: str = ""
     body: bytes = b""
     colocated: str = "0"
+    reply: SpooledReply | None = None
+    final: bool = False
+
+
+# A payload of a request: bytes held here, or an output in a spool.
+Piece = bytes | Segment
 
 
 class ReplicaRouter:
@@ -87,8 +117,8 @@ class ReplicaRouter:
 
 
 def read_reply(resp: Any, budget: jobs.Budget) -> bytes:
-    """An object server's reply, each piece counted against the job's output
-    budget as it arrives (JobError 413 when it runs out)."""
+    """An object server's reply, whole, each piece counted against the job's
+    output budget as it arrives (JobError 413 when it runs out)."""
     length = resp.getheader("Content-Length")
     if length is not None and length.isdigit() and int(length) > budget.remaining:
         raise JobError(413, budget.reason)
@@ -98,30 +128,100 @@ def read_reply(resp: Any, budget: jobs.Budget) -> bytes:
     return data
 
 
+class BudgetedReader:
+    """Reads a reply, taking every byte from the job's output budget."""
+
+    def __init__(self, resp: Any, budget: jobs.Budget):
+        self.resp = resp
+        self.budget = budget
+        self.taken = 0
+
+    def read(self, n: int) -> bytes:
+        data: bytes = self.resp.read(n)
+        self.budget.take(len(data))
+        self.taken += len(data)
+        return data
+
+    def exact(self, n: int) -> bytes:
+        pieces = []
+        while n > 0:
+            piece = self.read(min(n, REPLY_PIECE))
+            if not piece:
+                raise protocol.ProtocolError("connection closed in the middle of a message")
+            pieces.append(piece)
+            n -= len(piece)
+        return b"".join(pieces)
+
+
+def spool_reply(resp: Any, budget: jobs.Budget, spool: Spool) -> SpooledReply:
+    """An object server's reply read into ``spool`` as it streams in, each
+    piece counted against the job's output budget (JobError 413 when it runs
+    out; protocol.ProtocolError when it is not one whole message).  On any
+    error what was taken is given back and the spool is closed."""
+    reader = BudgetedReader(resp, budget)
+    try:
+        length = resp.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) > budget.remaining:
+            raise JobError(413, budget.reason)
+        (size,) = struct.unpack("!I", reader.exact(4))
+        if size > protocol.MAX_HEADER:
+            raise protocol.ProtocolError(f"header of {size} bytes is too large")
+        header = protocol.parse_header(reader.exact(size))
+        lengths = protocol.payload_lengths(header)
+        if sum(lengths) > budget.remaining:
+            raise JobError(413, budget.reason)
+        payloads = []
+        for n in lengths:
+            start = spool.size
+            while spool.size - start < n:
+                piece = reader.read(min(REPLY_PIECE, n - (spool.size - start)))
+                if not piece:
+                    raise protocol.ProtocolError("message length does not match its header")
+                spool.append(piece)
+            payloads.append(Segment(spool, start, n))
+        if reader.read(1):
+            raise protocol.ProtocolError("message length does not match its header")
+    except BaseException:
+        budget.give_back(reader.taken)
+        spool.close()
+        raise
+    return SpooledReply(header, payloads, spool, reader.taken)
+
+
 class ObjectServerClient:
     def __init__(self, config: ProxyConfig):
         self.config = config
 
     def send(self, node: RingNode, partition: int, path: str, headers: Mapping[str, str],
-             pieces: list[bytes], outputs: jobs.Budget) -> Answer:
+             pieces: Sequence[Piece], outputs: jobs.Budget, spool: Callable[[], Spool] | None = None) -> Answer:
         """One EXECUTE to one object server.
 
-        The reply is taken from the job's output budget as it is read (413
-        when it runs out); a reply that is not kept (an error) is given back."""
+        A 200's reply is taken from the job's output budget as it is read
+        (413 when it runs out): into a spool that ``spool`` makes (the
+        answer's ``reply``), or without one whole into ``body``.  Another
+        status is the first line or so of its body, nothing taken."""
+        where = f"{node['ip']}:{node['port']}/{node['device']}"
         try:
             with ConnectionTimeout(self.config.conn_timeout):
                 conn = http_connect(node["ip"], node["port"], node["device"], partition, EXECUTE,
                                     path, headers=dict(headers))
             with Timeout(self.config.timeout + 30):
                 for piece in pieces:
-                    conn.send(piece)
+                    if isinstance(piece, bytes):
+                        conn.send(piece)
+                    else:
+                        for part in piece.pieces(REPLY_PIECE):
+                            conn.send(part)
                 resp = conn.getresponse()
-                data = read_reply(resp, outputs)
+                if resp.status != 200:
+                    return Answer(resp.status, one_line(resp.read(ERROR_BODY).decode("utf-8", "replace")))
+                colocated = resp.getheader("X-Nexe-Colocated") or "0"
+                if spool is None:
+                    return Answer(200, "", read_reply(resp, outputs), colocated)
+                return Answer(200, "", colocated=colocated, reply=spool_reply(resp, outputs, spool()))
         except JobError as e:
             return Answer(e.status, e.reason)
+        except protocol.ProtocolError as e:
+            return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
         except (Exception, Timeout) as e:
-            return Answer(503, f"object server {node['ip']}:{node['port']}/{node['device']} failed: {e}")
-        if resp.status != 200:
-            outputs.give_back(len(data))
-            return Answer(resp.status, one_line(data[:1000].decode("utf-8", "replace")))
-        return Answer(200, "", data, resp.getheader("X-Nexe-Colocated") or "0")
+            return Answer(503, f"object server {where} failed: {e}")

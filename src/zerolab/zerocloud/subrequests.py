@@ -5,14 +5,17 @@ subrequest with the caller's identity (``make_subrequest`` keeps the auth
 environment), so tempauth or keystone answers 401/403, never data: a HEAD
 for each object a node reads where it is stored, a GET for programs and
 inputs sent along, a paged listing for wildcards, a PUT for each output
-with a swift:// path.  The bytes fetched count against the job's input
-budget (JobCost); programs are also kept in a small cache shared by jobs.
+with a swift:// path (its body read from the output's spool as the rest of
+the pipeline asks for it, never held whole).  The bytes fetched count
+against the job's input budget (JobCost); programs are also kept in a small
+cache shared by jobs.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 from urllib.parse import quote
 
 from swift.common.http import is_success
@@ -30,6 +33,12 @@ LISTING_PAGE_BYTES = 16 << 20
 PROGRAM_CACHE = 32
 # What a job fetched is kept by kind, path and (for programs) etag.
 FetchKey = tuple[str, ...]
+
+
+class Readable(Protocol):
+    """A request body to stream: what a WSGI app reads of wsgi.input."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class JobCost:
@@ -82,14 +91,19 @@ class CallerSubrequests:
         # Compiled elsewhere, but fetched here: programs by (path, etag).
         self.programs: OrderedDict[FetchKey, bytes] = OrderedDict()
 
-    def sub(self, req: Request, method: str, path: SwiftPath, body: bytes = b"",
+    def sub(self, req: Request, method: str, path: SwiftPath, body: Readable | None = None, length: int = 0,
             headers: Mapping[str, str] | None = None, query: str = "") -> Response:
-        """A subrequest through the rest of the pipeline, as the caller."""
+        """A subrequest through the rest of the pipeline, as the caller;
+        ``body``, if any, is its wsgi.input, ``length`` bytes long."""
         url = "/v1/" + "/".join(quote(p) for p in (path.account, path.container, path.obj) if p)
         if query:
             url += "?" + query
-        sub = make_subrequest(req.environ, method=method, path=url, body=body or None,
-                              headers=headers, agent="%(orig)s zerocloud", swift_source="ZC")
+        sub = make_subrequest(req.environ, method=method, path=url, headers=headers,
+                              agent="%(orig)s zerocloud", swift_source="ZC")
+        if body is not None:
+            # Always with its length, 0 included: a PUT without one is 411.
+            sub.environ["wsgi.input"] = body
+            sub.environ["CONTENT_LENGTH"] = str(length)
         return sub.get_response(self.app)
 
     def check_readable(self, req: Request, path: SwiftPath, what: str) -> Response:
@@ -179,7 +193,8 @@ class CallerSubrequests:
             marker = page[-1]
         return names
 
-    def store(self, req: Request, path: SwiftPath, data: bytes, content_type: str | None) -> Response:
-        """Writes one output, as the caller: the response says whether it could."""
+    def store(self, req: Request, path: SwiftPath, body: Readable, length: int, content_type: str | None) -> Response:
+        """Writes one output (``length`` bytes read from ``body`` as they are
+        sent on), as the caller: the response says whether it could."""
         headers = {"Content-Type": content_type or self.config.default_content_type}
-        return self.sub(req, "PUT", path, body=data, headers=headers)
+        return self.sub(req, "PUT", path, body=body, length=length, headers=headers)
