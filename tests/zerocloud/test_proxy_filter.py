@@ -98,7 +98,8 @@ class Reply:
 
 class ObjectServers:
     """Fake object servers: each EXECUTE is decoded, recorded and answered by
-    ``answer(ip, request, payloads)`` -> (status, body bytes, headers)."""
+    ``answer(ip, request, payloads)`` -> (status, body bytes, headers), or a
+    reply object of its own (read, getheader, status)."""
 
     def __init__(self, answer):
         self.answer = answer
@@ -120,7 +121,8 @@ class ObjectServers:
                 servers.executes.append({"ip": ip, "device": device, "partition": partition, "method": method,
                                          "path": path, "headers": headers, "request": request,
                                          "payloads": payloads})
-                return Reply(*servers.answer(ip, request, payloads))
+                got = servers.answer(ip, request, payloads)
+                return got if hasattr(got, "read") else Reply(*got)
         return Connection()
 
 
@@ -137,6 +139,10 @@ def ran(stdout=b"hello\n", report=OK_REPORT, colocated="c0c0"):
 @pytest.fixture
 def cluster(zc, monkeypatch):
     """The filter in front of a fake Swift, with the ring and object servers steered by each test."""
+    return make_cluster(zc, monkeypatch)
+
+
+def make_cluster(zc, monkeypatch):
     swift = Swift({"/v1/a/c/data.txt": b"one two\n", "/v1/a/bin/wc.wasm": b"\0asm\1\0\0\0"})
     servers = ObjectServers(ran())
     monkeypatch.setattr(zc.subrequests, "make_subrequest", swift.subrequest)
