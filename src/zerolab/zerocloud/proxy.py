@@ -20,6 +20,14 @@ For a job, this filter
   6. writes outputs that have a swift:// path with the caller's identity, and
      answers with the immediate outputs and ZeroCloud's X-Nexe-* headers.
 
+Outputs are spooled, never held whole: the headers need every node's
+report, so each node's reply is copied as it arrives into a spool (its
+first 64 KiB in memory, the rest in an unnamed temporary file in
+zerovm_spool_dir), and the answer's body is streamed from the spools in
+64 KiB pieces; closing it (done by the WSGI server when the body is sent or
+the client goes away) closes them.  Stdouts sent to a reducer and outputs
+written as objects are read from the spools the same way.
+
 The filter (ProxyQueryMiddleware) takes the request and parses the job; the
 rest is in units of their own: subrequests.py (what is read and written as
 the caller, steps 1-3 and 6), routing.py (which object servers, and the
@@ -48,15 +56,21 @@ what it costs this proxy are options (proxy_config.DEFAULTS):
 * ``zerovm_maxjoboutput`` (256 MiB): outputs of all of a job's instances
   together, counted as they arrive: the instance that goes over fails with
   413 and no later stage runs.
+* ``zerovm_spool_dir`` (the system's temp dir): where outputs wait for the
+  answer, at most zerovm_maxjoboutput per job; an existing directory, best
+  not a tmpfs (its files would be memory again).
 
 What a job may cost this proxy.  Memory: the body (zerovm_maxconfig), the
 parsed job and its instances (in proportion to zerovm_maxconfig and
 zerovm_maxnodes), one listing page and up to zerovm_maxnodes matching names,
 plus the programs and inputs it fetches (at most zerovm_maxjobinput: each is
-held once and sent to every instance that needs it without a copy), plus its
-outputs (at most zerovm_maxjoboutput, and about as much again while a reply
-is decoded or the answer is joined).  With the defaults that is about
-0.8 GiB per job at worst; jobs running at once add up.  Shared by all jobs:
+held once and sent to every instance that needs it without a copy).  Of the
+outputs: at most 64 KiB per instance (response.SPOOL_MEMORY; the rest is on
+disk, at most zerovm_maxjoboutput), one 256 KiB piece per instance being
+read (routing.REPLY_PIECE, zerovm_concurrency at once), a reply's header
+while it is parsed (at most 1 MiB) and one 64 KiB piece being sent on.
+With the defaults that is about 0.27 GiB per job at worst, nearly all of it
+zerovm_maxjobinput; jobs running at once add up.  Shared by all jobs:
 the program cache, at most 32 programs and 4 x zerovm_maxnexe bytes.  Time:
 parsing and matching are linear in the body and in the names listed (no
 backtracking), so a job blocks this single eventlet worker for milliseconds;
