@@ -8,6 +8,7 @@ import base64
 import collections
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -622,8 +623,7 @@ def test_the_swift_benchmark_runs_on_the_node_in_a_quick_mode(host):
     anything (an identity job returns the object, a word count job equals the
     local count), and here it must get through them and print its table."""
     bench = Path(__file__).resolve().parents[3] / "benchmarks" / "swift.py"
-    host.ansible("ansible.builtin.copy", f"src={bench} dest=/tmp/zerolab-benchmark-swift.py mode=0644",
-                 become=True, check=False)
+    subprocess.run(["podman", "cp", str(bench), f"{host.backend.name}:/tmp/zerolab-benchmark-swift.py"], check=True)
     out = host.run("python3 /tmp/zerolab-benchmark-swift.py --runs 3 --seconds 1 --clients 2")
     print(out.stdout)
     assert out.rc == 0, out.stderr
