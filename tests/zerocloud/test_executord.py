@@ -1,8 +1,11 @@
 """The executor daemon end to end over its real unix socket, with the real sandbox
 and the C guests (built by scripts/build-guests when missing)."""
 
+import json
 import os
+import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -228,6 +231,56 @@ def test_payloads_over_the_cap_are_refused_before_they_are_read(daemon):
     assert "more than the limit" in reply["reason"]
 
 
+# ------------------------------------------- the client's socket, held by a worker
+# The daemon hands the connection to a worker, which reads the payloads from it
+# and writes the reply to it.
+def cat_request(timeout=20, payload=1000):
+    return {"op": "run", "program": {"payload": 0}, "args": ["cat"], "timeout": timeout,
+            "inputs": [{"alias": "/dev/stdin", "payload": 1}],
+            "outputs": [{"alias": "/dev/stdout", "limit": 8 << 20}, {"alias": "/dev/stderr", "limit": 1 << 20}]}
+
+
+def send_part(s, guests, header, payload, part):
+    """The request with only ``part`` bytes of its second payload (of ``payload`` announced)."""
+    program = (guests / "cat.wasm").read_bytes()
+    protocol.send_header(s, dict(header, payloads=[len(program), payload]))
+    s.sendall(program + b"x" * part)
+
+
+def test_a_client_that_hangs_up_mid_payload_costs_no_worker(daemon, guests):
+    settled(daemon)
+    before = ping(daemon)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(daemon)
+        send_part(s, guests, cat_request(), 100000, 10)
+    # The worker sees the hang-up at once (not after its 60 s client timeout),
+    # goes back to the pool and is not replaced.
+    deadline = time.monotonic() + 10
+    while ping(daemon)["jobs"] == before["jobs"] or ping(daemon)["workers_idle"] < before["workers"]:
+        assert time.monotonic() < deadline, ping(daemon)
+        time.sleep(0.05)
+    after = ping(daemon)
+    assert (after["workers_started"], after["workers_lost"]) == (before["workers_started"], before["workers_lost"])
+    reply, out = call(daemon, cat_request(), [(guests / "cat.wasm").read_bytes(), b"next"])
+    assert out[0] == b"next", reply
+
+
+def test_a_client_that_stalls_mid_payload_gets_the_deadline(daemon, guests):
+    settled(daemon)
+    lost = ping(daemon)["workers_lost"]
+    started = time.monotonic()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(20)
+        s.connect(daemon)
+        send_part(s, guests, cat_request(timeout=1), 100000, 10)
+        reply, _ = protocol.Reader(s).message()   # the connection stays open, the rest never comes
+    report = reply["report"]
+    assert report["exit_code"] == 6 and "Timeout = 1 s" in report["exit_state"], report
+    assert time.monotonic() - started < 1 + executord.KILL_GRACE + 5
+    assert ping(daemon)["workers_lost"] == lost + 1
+    settled(daemon)
+
+
 def test_a_host_memory_cap_ends_the_job_not_the_daemon(tmp_path, guests):
     path = str(tmp_path / "small.sock")
     d = executord.Daemon({}, str(tmp_path / "cache"), executord.Slots(1, 1), worker_data_limit=200 << 20)
@@ -244,6 +297,71 @@ def test_a_host_memory_cap_ends_the_job_not_the_daemon(tmp_path, guests):
         assert reply["status"] == "ok" and out[0] == b"next job", reply
     finally:
         executord.stop_serving(server, d)
+
+
+# With a daemon of their own (serve_in_thread points the handler at it: after
+# the tests that use the module's daemon).
+@pytest.fixture
+def one_worker(tmp_path):
+    """A daemon with one worker -> (socket path, that worker's pid, the daemon)."""
+    path = str(tmp_path / "one.sock")
+    d = executord.Daemon({}, str(tmp_path / "cache"), executord.Slots(1, 1), worker_data_limit=1 << 30)
+    server = executord.serve_in_thread(d, path)
+    [worker] = list(d.pool.idle.queue)
+    yield path, worker.proc.pid, d
+    executord.stop_serving(server, d)
+
+
+def sockets_of(pid):
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def test_a_worker_killed_holding_the_client_socket_before_replying_is_a_crash_report(one_worker, guests):
+    path, pid, _ = one_worker
+    idle_sockets = sockets_of(pid)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(path)
+        send_part(s, guests, cat_request(), 100000, 10)
+        deadline = time.monotonic() + 10
+        while sockets_of(pid) == idle_sockets:   # until the worker has taken the connection
+            assert time.monotonic() < deadline, "the worker never took the client's socket"
+            time.sleep(0.01)
+        os.kill(pid, 9)
+        reply, _ = protocol.Reader(s).message()
+    report = reply["report"]
+    assert report["exit_code"] == 9 and "SIGKILL" in report["exit_state"], report
+    assert ping(path)["workers_lost"] == 1
+
+
+def test_a_worker_lost_mid_reply_leaves_a_cut_reply_never_a_spliced_one(one_worker, guests):
+    path, pid, _ = one_worker
+    size = 4 << 20
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(path)
+        protocol.send(s, cat_request(), [(guests / "cat.wasm").read_bytes(), b"x" * size])
+        # The reply has begun (bytes to read) and, unread, fills the socket:
+        # the worker is blocked writing it when it is killed.
+        assert select.select([s], [], [], 20)[0]
+        time.sleep(0.3)
+        os.kill(pid, 9)
+        data = bytearray()
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    (head,) = struct.unpack("!I", data[:4])
+    header = json.loads(data[4:4 + head])
+    assert header["payloads"] == [size, 0] and header["report"]["exit_code"] == 0, header
+    body = bytes(data[4 + head:])
+    assert 0 < len(body) < size
+    assert body == b"x" * len(body)   # nothing of a failure reply after it
+    deadline = time.monotonic() + 10
+    while ping(path)["workers_lost"] != 1:
+        assert time.monotonic() < deadline, ping(path)
+        time.sleep(0.05)
+    reply, out = call(path, cat_request(), [(guests / "cat.wasm").read_bytes(), b"served on"])
+    assert out[0] == b"served on", reply
 
 
 def test_the_socket_outlives_a_restart_with_socket_activation(tmp_path, guests):

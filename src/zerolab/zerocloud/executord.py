@@ -4,15 +4,18 @@
 
 The object server's zerocloud filter connects, sends one job (protocol.py)
 with the object's data file as an open descriptor, and reads the report and
-outputs back.  The daemon itself runs no guest code: it routes each job to an
-idle worker process (worker.py), which keeps compiled modules and image
-indexes warm, so a small job costs a fresh wasm Store, not a process start.
+outputs back.  The daemon itself runs no guest code: it reads and checks the
+request's header, then hands it, the connection and the data file to an idle
+worker process (worker.py), which reads the payloads from the connection and
+writes the reply to it; no payload passes through the daemon.  A worker keeps
+compiled modules and image indexes warm, so a small job costs a fresh wasm
+Store, not a process start.
 
 Isolation: whatever a job does, it can only end its own worker.  A worker
 that crashes (a signal), goes over its host memory cap, or is still inside a
 host call at the job's deadline is killed and replaced; its job gets a report
-that says which, and every other job goes on.  Payloads are passed through in
-bounded pieces, never held whole here.
+that says which (from the daemon, unless the worker had begun its reply: the
+client then sees that reply cut short), and every other job goes on.
 
 Capacity: ``maxpool`` workers, so at most that many jobs run at once;
 ``maxqueue`` more may wait for one; beyond that a job is refused as busy (the
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import configparser
+import mmap
 import os
 import queue
 import signal
@@ -43,7 +47,7 @@ from typing import Any
 from zerolab.sandbox import status as exit_status
 
 from . import protocol
-from .worker import failed
+from .worker import CLIENT_TIMEOUT, failed
 
 MAX_REQUEST_PAYLOAD = 256 << 20
 # Past the job's own timeout, the worker has this long to answer before it is
@@ -51,7 +55,9 @@ MAX_REQUEST_PAYLOAD = 256 << 20
 KILL_GRACE = 2.0
 WORKER_START_TIMEOUT = 300.0   # a cold cache compiles the Python image first
 SD_LISTEN_FDS_START = 3
-CLIENT_TIMEOUT = 60.0
+# A worker writing its reply is past its job's deadline; this only catches one
+# that stopped (each write to the client has the worker's own CLIENT_TIMEOUT).
+REPLY_TIMEOUT = 600.0
 # What socketserver hands a server for each connection (a datagram server's
 # is a tuple; this one's is always the stream socket).
 ServerRequest = socket.socket | tuple[bytes, socket.socket]
@@ -83,15 +89,12 @@ class Slots:
             self.cond.notify()
 
 
-class ClientGone(Exception):
-    """The object server hung up or sent less than it announced."""
-
-
 class WorkerLost(Exception):
-    """The worker did not answer: ``report`` says what happened to its job."""
+    """The worker did not finish its job: ``report`` says what happened to it,
+    or is None when the worker had begun its reply (the client has a cut one)."""
 
-    def __init__(self, report: protocol.JobReport):
-        super().__init__(report.exit_state)
+    def __init__(self, report: protocol.JobReport | None):
+        super().__init__(report.exit_state if report else "lost while replying")
         self.report = report
 
 
@@ -100,11 +103,18 @@ class Worker:
 
     def __init__(self, command: list[str]):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # One shared byte: the worker sets it before the first byte of its
+        # reply, so a worker lost after that is known to have begun one; it
+        # costs no message (and no wake-up of the daemon) per job.
+        flag = os.memfd_create("zerolab-worker-replying")
         try:
-            self.proc = subprocess.Popen(command + ["--fd", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                         stdin=subprocess.DEVNULL)
+            os.ftruncate(flag, mmap.PAGESIZE)
+            self.replying = mmap.mmap(flag, mmap.PAGESIZE)
+            self.proc = subprocess.Popen(command + ["--fd", str(theirs.fileno()), "--replying-fd", str(flag)],
+                                         pass_fds=[theirs.fileno(), flag], stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
+            os.close(flag)
         self.sock = ours
         self.jobs = 0
         ours.settimeout(WORKER_START_TIMEOUT)
@@ -119,40 +129,36 @@ class Worker:
             self.kill()
             raise RuntimeError(f"executor worker said {hello!r:.200} instead of ready") from None
 
-    def call(self, client: protocol.Reader, request: protocol.RunRequest, lengths: list[int], fds: list[int],
-             reply_to: socket.socket, deadline: float) -> protocol.RunReply | protocol.Refusal:
-        """Passes one request through (payloads relayed from the client), and the
-        reply back to ``reply_to``.  Returns the reply's header.  Raises
-        WorkerLost when the worker died or missed the deadline, ClientGone when
-        the client did; either way the caller discards this worker."""
+    def call(self, request: protocol.RunRequest, frame: bytes, fds: list[int], deadline: float) -> None:
+        """Hands one job to the worker: its header ``frame`` as the client
+        sent it, and ``fds``, the client's socket first.  The worker reads the
+        payloads from the client and replies to it; this returns once it is
+        done with the job.  Raises WorkerLost when the worker died or missed
+        the deadline (the caller discards it)."""
+        self.replying[0] = 0
         try:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            protocol.send_header(self.sock, dict(request.to_wire(), payloads=lengths), fds)
-            for n in lengths:
-                client.relay(n, self.sock)
-        except (OSError, protocol.DestinationError):
-            raise WorkerLost(failed(exit_status.CRASH, self.death_reason(), 0)) from None
-        except protocol.ProtocolError as e:   # raised reading the client
-            raise ClientGone(str(e)) from None
-        reader = protocol.Reader(self.sock)
-        try:
-            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            header = reader.header()
-            reply = protocol.parse_reply(header)
+            protocol.send_frame(self.sock, frame, fds)
+            try:
+                said = self.sock.recv(1)
+            except TimeoutError:
+                if not self.replying[0]:
+                    raise
+                # The job has run; its reply goes at the client's pace (each
+                # write bounded by the worker's own client timeout).
+                self.sock.settimeout(REPLY_TIMEOUT)
+                said = self.sock.recv(1)
+            if said == protocol.WORKER_DONE:
+                self.jobs += 1
+                return
+            report = failed(exit_status.CRASH, self.death_reason(), 0)
         except TimeoutError:
-            raise WorkerLost(failed(exit_status.TIMEOUT, self.timeout_reason(request), 0)) from None
-        except (OSError, protocol.ProtocolError):
-            raise WorkerLost(failed(exit_status.CRASH, self.death_reason(), 0)) from None
-        self.jobs += 1
-        # The worker has finished: its outputs follow at once.
-        self.sock.settimeout(30)
-        try:
-            protocol.send_header(reply_to, dict(reply.to_wire(), payloads=protocol.payload_lengths(header)))
-            for n in protocol.payload_lengths(header):
-                reader.relay(n, reply_to)
-        except (OSError, protocol.DestinationError, protocol.ProtocolError) as e:
-            raise ClientGone(str(e)) from None
-        return reply
+            report = failed(exit_status.TIMEOUT, self.timeout_reason(request), 0)
+        except OSError:
+            report = failed(exit_status.CRASH, self.death_reason(), 0)
+        self.stop()   # before the flag is read: a live worker could still set it
+        # Once the worker has begun its reply, only it could have finished it.
+        raise WorkerLost(None if self.replying[0] else report)
 
     @staticmethod
     def timeout_reason(request: protocol.RunRequest) -> str:
@@ -176,13 +182,17 @@ class Worker:
             return f"was killed by {name}{hint}"
         return f"exited with status {code}"
 
-    def kill(self) -> None:
+    def stop(self) -> None:
         try:
             self.proc.kill()
         except OSError:
             pass
         self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop()
         self.sock.close()
+        self.replying.close()
 
 
 class Pool:
@@ -345,26 +355,24 @@ class Handler(socketserver.BaseRequestHandler):
                                                     f"{self.daemon.slots.queue} waiting on this node"))
                 return
             try:
-                self.run(reader, request, protocol.payload_lengths(header), timeout)
+                self.run(reader, request, timeout)
             finally:
                 self.daemon.slots.release()
         finally:
             protocol.close_all(reader.fds)
 
-    def run(self, reader: protocol.Reader, request: protocol.RunRequest, lengths: list[int], timeout: int) -> None:
+    def run(self, reader: protocol.Reader, request: protocol.RunRequest, timeout: int) -> None:
         worker = self.daemon.pool.take(timeout=WORKER_START_TIMEOUT)
         if worker is None:
             self.reply(protocol.Refusal("busy", "no executor worker became ready"))
             return
         deadline = time.monotonic() + timeout + KILL_GRACE
         try:
-            worker.call(reader, request, lengths, reader.fds, self.request, deadline)
+            worker.call(request, reader.frame, [self.request.fileno(), *reader.fds], deadline)
         except WorkerLost as e:
             self.daemon.pool.discard(worker)
-            self.reply(protocol.RunReply(e.report))
-        except ClientGone:
-            # The worker may hold half a request or half a reply: not reused.
-            self.daemon.pool.discard(worker, lost=False)
+            if e.report is not None:
+                self.reply(protocol.RunReply(e.report))
         else:
             self.daemon.pool.give_back(worker)
         self.daemon.after_job()

@@ -35,7 +35,17 @@ Reply::
     {"status": "ok", "report": {...}, "outputs": ["/dev/stdout", ...], "payloads": [...]}
     {"status": "busy" | "bad-request", "reason": "..."}
 
-Used by objectquery.py (in Swift's eventlet python) and executord.py.
+Between the daemon and a worker (their socketpair): the daemon forwards the
+request's header as it came, with the client's connected socket passed ahead
+of the request's own descriptors; the worker reads the payloads from the
+client and writes the reply to it directly, then sends the daemon one byte,
+WORKER_DONE, once it is finished with the job (replied, or the client went
+away).  Before the first byte of a reply it sets a flag in memory it shares
+with the daemon: from then on the daemon must not answer the client itself,
+so a worker lost after that leaves the client a cut reply, never a spliced
+one.
+
+Used by objectquery.py (in Swift's eventlet python), executord.py and worker.py.
 """
 
 from __future__ import annotations
@@ -52,15 +62,14 @@ from typing import Any, ClassVar, Literal
 MAX_HEADER = 1 << 20
 # A message's header: a JSON object (the messages below give it a shape).
 Header = dict[str, Any]
-RELAY_PIECE = 1 << 20
+READ_PIECE = 1 << 20   # the most one recv asks for
+MAX_PIECES = 512   # buffers per sendmsg, under the kernel's IOV_MAX (1024)
+# A worker's one message to the daemon, after each job (see above).
+WORKER_DONE = b"D"
 
 
 class ProtocolError(Exception):
     pass
-
-
-class DestinationError(Exception):
-    """Relaying failed on the receiving side (the source is fine)."""
 
 
 def encode(header: Header, payloads: Sequence[bytes] = ()) -> bytes:
@@ -70,10 +79,18 @@ def encode(header: Header, payloads: Sequence[bytes] = ()) -> bytes:
 
 
 def send(sock: socket.socket, header: Header, payloads: Sequence[bytes] = (), fds: Sequence[int] = ()) -> None:
-    send_header(sock, dict(header, payloads=[len(p) for p in payloads]), fds)
-    for p in payloads:
-        if p:
-            sock.sendall(p)
+    # Header and payloads in one sendmsg (scatter-gather): a small job's reply
+    # is then one system call, and the reader wakes once, not once per piece.
+    pending = [memoryview(frame_header(dict(header, payloads=[len(p) for p in payloads])))]
+    pending += [memoryview(p) for p in payloads if p]
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    while pending:
+        sent = sock.sendmsg(pending[:MAX_PIECES], ancillary)
+        ancillary = []   # the descriptors went with the first bytes
+        while pending and sent >= len(pending[0]):
+            sent -= len(pending.pop(0))
+        if sent:
+            pending[0] = pending[0][sent:]
 
 
 def frame_header(header: Header) -> bytes:
@@ -99,7 +116,11 @@ def parse_header(raw: bytes) -> Header:
 
 def send_header(sock: socket.socket, header: Header, fds: Sequence[int] = ()) -> None:
     """The header alone, whose "payloads" already lists what will follow."""
-    first = frame_header(header)
+    send_frame(sock, frame_header(header), fds)
+
+
+def send_frame(sock: socket.socket, first: bytes, fds: Sequence[int] = ()) -> None:
+    """A header already framed (frame_header, Reader.frame)."""
     if fds:
         sent = sock.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         sock.sendall(first[sent:])   # a stream socket may take part of it; the rest needs no descriptors
@@ -114,11 +135,14 @@ class Reader:
         self.sock = sock
         self.buf = bytearray()
         self.fds: list[int] = []
+        self.frame = b""   # the last header as it came (length and JSON), to pass it on as it is
 
     def _fill(self, want_fds: bool, want: int = 0) -> None:
         if want_fds:
+            # No further than asked: the daemon reads a request's header alone
+            # and hands the socket, payloads unread, to a worker.
             fds = array.array("i")
-            data, anc, _flags, _addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(16 * fds.itemsize))
+            data, anc, _flags, _addr = self.sock.recvmsg(max(want, 1), socket.CMSG_SPACE(16 * fds.itemsize))
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[:len(payload) - (len(payload) % fds.itemsize)])
@@ -126,7 +150,7 @@ class Reader:
         else:
             # Sized to what is wanted: a 1 MiB receive buffer for a 4-byte
             # header costs more than the read itself.
-            data = self.sock.recv(min(max(want, 1 << 16), RELAY_PIECE))
+            data = self.sock.recv(min(max(want, 1 << 16), READ_PIECE))
         if not data:
             raise ProtocolError("connection closed in the middle of a message")
         self.buf += data
@@ -140,10 +164,13 @@ class Reader:
 
     def header(self, want_fds: bool = False, max_payload: int | None = None) -> Header:
         """The header alone (payloads not read yet), its payload lengths checked."""
-        (size,) = struct.unpack("!I", self.exact(4, want_fds))
+        head = self.exact(4, want_fds)
+        (size,) = struct.unpack("!I", head)
         if size > MAX_HEADER:
             raise ProtocolError(f"header of {size} bytes is too large")
-        header = parse_header(self.exact(size, want_fds))
+        raw = self.exact(size, want_fds)
+        self.frame = head + raw
+        header = parse_header(raw)
         lengths = header.get("payloads", [])
         if max_payload is not None and sum(lengths) > max_payload:
             raise ProtocolError(f"payloads of {sum(lengths)} bytes are more than the limit of {max_payload}")
@@ -152,23 +179,6 @@ class Reader:
     def message(self, want_fds: bool = False, max_payload: int | None = None) -> tuple[Header, list[bytes]]:
         header = self.header(want_fds, max_payload)
         return header, [self.exact(n) for n in header.get("payloads", [])]
-
-    def relay(self, n: int, dest: socket.socket) -> None:
-        """Copies the next n bytes to ``dest`` in bounded pieces (the executor
-        daemon passes payloads through without holding them whole)."""
-        while n > 0:
-            if not self.buf:
-                try:
-                    self._fill(False, n)
-                except OSError as e:   # the source side failed (a timeout included)
-                    raise ProtocolError(f"reading: {e}") from None
-            piece = bytes(self.buf[:min(n, RELAY_PIECE)])
-            del self.buf[:len(piece)]
-            try:
-                dest.sendall(piece)
-            except OSError as e:
-                raise DestinationError(str(e)) from None
-            n -= len(piece)
 
 
 def close_all(fds: list[int]) -> None:

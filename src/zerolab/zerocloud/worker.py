@@ -1,13 +1,15 @@
 """One executor worker: a process that runs jobs in the sandbox, one at a time.
 
 The executor daemon (executord.py) keeps a warm pool of these and hands each
-job to an idle one over a socketpair (protocol.py, with the object's data file
-as a passed descriptor).  A worker keeps what makes jobs cheap: compiled
+job to an idle one over a socketpair: the request's header, the client's
+connected socket and the object's data file (protocol.py).  The worker reads
+the payloads from the client and writes the reply to it, so no byte of a job
+passes through the daemon.  A worker keeps what makes jobs cheap: compiled
 modules and image indexes, in memory and in the shared disk cache.  It is
 also the unit that may die: a crash, a runaway host call or a blown memory cap
 ends this process and its one job; the daemon reports it and starts another.
 
-    python -m zerolab.zerocloud.worker --fd N --cache-dir DIR --data-limit BYTES [--sysimage NAME=TAR]...
+    python -m zerolab.zerocloud.worker --fd N --replying-fd N --cache-dir DIR --data-limit BYTES [--sysimage NAME=TAR]...
 
 Its host memory is capped with RLIMIT_DATA (the guest's linear memory counts
 too), and it dies with the daemon (PR_SET_PDEATHSIG).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import mmap
 import os
 import posixpath
 import resource
@@ -37,6 +40,7 @@ from . import protocol
 
 PROGRAM_DIRS = ("", "bin/", "usr/bin/", "usr/local/bin/")
 PR_SET_PDEATHSIG = 1
+CLIENT_TIMEOUT = 60.0
 
 
 class JobRunner:
@@ -152,32 +156,57 @@ def job_report(report: sandbox_report.Report) -> protocol.JobReport:
                               cdr=report.accounting_line)
 
 
-def serve(sock: socket.socket, runner: JobRunner) -> None:
+def serve(sock: socket.socket, runner: JobRunner, replying: mmap.mmap) -> None:
     """One job at a time until the daemon closes its end."""
     while True:
         reader = protocol.Reader(sock)
         try:
-            header, payloads = reader.message(want_fds=True)
-        except protocol.ProtocolError:
-            return   # the daemon went away (or stopped us mid-message)
-        reply: protocol.RunReply | protocol.Refusal
-        data: list[bytes] = []
-        try:
-            request = protocol.parse_request(header)
-            if isinstance(request, protocol.RunRequest):
-                reply, data = runner.run(request, payloads, reader.fds)
-            else:
-                reply = protocol.Refusal("bad-request", "a worker only runs jobs")
-        except protocol.ProtocolError as e:
-            reply = protocol.Refusal("bad-request", f"malformed job: {e}")
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            reply = protocol.Refusal("bad-request", f"malformed job: {type(e).__name__}: {e}")
-        except MemoryError:
-            reply = protocol.RunReply(failed(
-                exit_status.MEMORY, "memory: the job's host side went over its memory cap", 0))
-        finally:
+            header = reader.header(want_fds=True)
+        except (OSError, protocol.ProtocolError):
             protocol.close_all(reader.fds)
-        protocol.send(sock, reply.to_wire(), data)
+            return   # the daemon went away (or stopped us mid-message)
+        if not reader.fds:
+            return   # no client to answer: not the daemon speaking
+        client = socket.socket(fileno=reader.fds[0])
+        try:
+            answer(client, runner, header, reader.fds[1:], replying)
+        finally:
+            client.close()
+            protocol.close_all(reader.fds[1:])
+        sock.sendall(protocol.WORKER_DONE)
+
+
+def answer(client: socket.socket, runner: JobRunner, header: protocol.Header, fds: list[int],
+           replying: mmap.mmap) -> None:
+    """Reads the job's payloads from the client, runs it, and replies to the client."""
+    # A client that stops sending does not hold this worker longer than this
+    # (the daemon's deadline usually ends it first).
+    client.settimeout(CLIENT_TIMEOUT)
+    incoming = protocol.Reader(client)
+    try:
+        payloads = [incoming.exact(n) for n in protocol.payload_lengths(header)]
+    except (OSError, protocol.ProtocolError):
+        return   # the client went away before its job was whole: no one to answer
+    reply: protocol.RunReply | protocol.Refusal
+    data: list[bytes] = []
+    try:
+        request = protocol.parse_request(header)
+        if isinstance(request, protocol.RunRequest):
+            reply, data = runner.run(request, payloads, fds)
+        else:
+            reply = protocol.Refusal("bad-request", "a worker only runs jobs")
+    except protocol.ProtocolError as e:
+        reply = protocol.Refusal("bad-request", f"malformed job: {e}")
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        reply = protocol.Refusal("bad-request", f"malformed job: {type(e).__name__}: {e}")
+    except MemoryError:
+        reply = protocol.RunReply(failed(
+            exit_status.MEMORY, "memory: the job's host side went over its memory cap", 0))
+    replying[0] = 1   # from here on, the daemon must not answer the client itself
+    try:
+        protocol.send(client, reply.to_wire(), data)
+    except OSError:
+        pass   # the client went away meanwhile: no one to tell
 
 
 def die_with_parent() -> None:
@@ -194,6 +223,8 @@ def die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zerolab-executor-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the socket to the daemon")
+    parser.add_argument("--replying-fd", type=int, required=True,
+                        help="a page shared with the daemon: its first byte is set before each reply")
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--data-limit", type=int, default=0, help="RLIMIT_DATA in bytes (0: none)")
     parser.add_argument("--sysimage", action="append", default=[], metavar="NAME=TAR")
@@ -203,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_DATA, (args.data_limit, args.data_limit))
     sysimages = dict(item.split("=", 1) for item in args.sysimage)
     sock = socket.socket(fileno=args.fd)
+    replying = mmap.mmap(args.replying_fd, mmap.PAGESIZE)
+    os.close(args.replying_fd)
     runner = JobRunner(sysimages, args.cache_dir)
     runner.warm()
     protocol.send(sock, protocol.WorkerReady(os.getpid()).to_wire())
-    serve(sock, runner)
+    serve(sock, runner, replying)
     return 0
 
 
