@@ -206,7 +206,9 @@ class Pool:
         self.size = size
         self.command = command
         self.recycle_after = recycle_after
-        self.idle: queue.Queue[Worker] = queue.Queue()
+        # The most recently used worker first: its memory and the CPU's caches
+        # are the warmest (round-robin over idle workers cost a small job ~10 %).
+        self.idle: queue.LifoQueue[Worker] = queue.LifoQueue()
         self._wanted: queue.Queue[None] = queue.Queue()
         self.lost = 0
         self.started = 0
