@@ -27,7 +27,6 @@ once the socket listens and the workers are warm; with socket activation
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import configparser
 import mmap
 import os
@@ -42,7 +41,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 from zerolab.sandbox import status as exit_status
 
@@ -58,9 +56,6 @@ SD_LISTEN_FDS_START = 3
 # A worker writing its reply is past its job's deadline; this only catches one
 # that stopped (each write to the client has the worker's own CLIENT_TIMEOUT).
 REPLY_TIMEOUT = 600.0
-# What socketserver hands a server for each connection (a datagram server's
-# is a tuple; this one's is always the stream socket).
-ServerRequest = socket.socket | tuple[bytes, socket.socket]
 
 
 class Slots:
@@ -405,28 +400,52 @@ def stop_serving(server: Server, daemon: Daemon) -> None:
 class Server(socketserver.UnixStreamServer):
     """Connections are handled by a fixed set of threads, started once (a new
     thread per job cost more than a small job's run).  Enough of them for every
-    slot and queue place, plus a few to answer "busy" at once."""
+    slot and queue place, plus a few to answer "busy" at once.
+
+    The threads take turns accepting (one waits in accept, the others on a
+    lock): a connection is handled by the thread that woke for it, not handed
+    on to another, which would cost a second wake-up per job."""
 
     request_queue_size = 128
     threads = 32
 
-    def process_request(self, request: ServerRequest, client_address: Any) -> None:
-        if not hasattr(self, "_handlers"):
-            self._handlers = concurrent.futures.ThreadPoolExecutor(self.threads, "executord")
-        self._handlers.submit(self._handle, request, client_address)
+    def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler], bind_and_activate: bool = True):
+        super().__init__(path, handler, bind_and_activate)
+        self._stopping = threading.Event()
+        self._turn = threading.Lock()
 
-    def _handle(self, request: ServerRequest, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.socket.settimeout(poll_interval)   # how soon a stop is noticed
+        for i in range(self.threads):
+            threading.Thread(target=self._serve, name=f"executord-{i}", daemon=True).start()
+        while not self._stopping.wait(poll_interval):
+            pass
 
-    def server_close(self) -> None:
-        super().server_close()
-        if hasattr(self, "_handlers"):
-            self._handlers.shutdown(wait=False)
+    def _serve(self) -> None:
+        while True:
+            with self._turn:
+                if self._stopping.is_set():
+                    return
+                try:
+                    request, client_address = self.get_request()
+                except TimeoutError:
+                    continue
+                except OSError:   # the socket was closed
+                    return
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def shutdown(self) -> None:
+        """Stops accepting; jobs being handled finish on their own."""
+        self._stopping.set()
+        # Returns once no thread is inside accept(): the socket may then be
+        # closed without one accepting on whatever reuses its descriptor.
+        with self._turn:
+            pass
 
 
 def listening_socket(path: str) -> Server:
