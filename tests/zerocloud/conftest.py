@@ -119,6 +119,9 @@ class FakeLogger:
     def exception(self, msg, *args):
         self.logged.append(msg % args)
 
+    def error(self, msg, *args):
+        self.logged.append(msg % args)
+
 
 class ImmediateThread:
     """eventlet.spawn, run at once: what it returns, or raises, is there at wait()."""

@@ -36,6 +36,7 @@ class Daemon:
     def __init__(self, path):
         self.path = path
         self.reply = (protocol.RunReply(REPORT, ("/dev/stdout",)), [b"hello\n"])
+        self.cut_after = None   # bytes of the reply sent before hanging up (a lost worker)
         self.requests = []
         self.listener = socket.socket(socket.AF_UNIX)
         self.listener.bind(path)
@@ -56,6 +57,9 @@ class Daemon:
                 self.requests.append((header, payloads, fd_data))
                 message, data = self.reply
                 try:
+                    if self.cut_after is not None:
+                        conn.sendall(protocol.pack(message.to_wire(), data)[:self.cut_after])
+                        continue
                     protocol.send(conn, message.to_wire(), data)
                 except BrokenPipeError:
                     pass   # the filter stopped reading (a reply it refused), as the real daemon allows
@@ -189,6 +193,29 @@ def test_a_job_is_capped_by_this_node_and_its_reply_streamed_back(zc, daemon):
     assert sent.outputs == (protocol.OutputChannel("/dev/stdout", 1000), protocol.OutputChannel("/dev/stderr", 1000))
     assert sent.inputs == REQUEST.inputs and sent.program == REQUEST.program and sent.args == ("p",)
     assert payloads == [PROGRAM, b"print(1)"] and fd_data == []
+
+
+def test_a_reply_cut_short_by_the_executor_is_one_log_line_and_a_dropped_connection(zc, daemon):
+    """A worker lost while writing its reply: the 200 and its length are out,
+    so the body raises (the server then drops the connection and the proxy
+    sees a short reply), and the log says why in one line."""
+    daemon.reply = (protocol.RunReply(REPORT, ("/dev/stdout",)), [b"x" * 1000])
+    head = len(protocol.encode(daemon.reply[0].to_wire(), daemon.reply[1]))
+    daemon.cut_after = head + 100
+    mw = middleware(zc, zerovm_socket=daemon.path)
+    request = job_body(REQUEST, [PROGRAM, b"x"])
+    env = {"REQUEST_METHOD": "EXECUTE", "PATH_INFO": "/sda1/7/a", "wsgi.input": io.BytesIO(request),
+           "CONTENT_LENGTH": str(len(request))}
+    got = {}
+    body = mw(env, lambda status, headers: got.update(status=status, headers=dict(headers)))
+    assert got["status"].startswith("200") and int(got["headers"]["Content-Length"]) == head + 1000
+    received = bytearray()
+    with pytest.raises(protocol.ProtocolError, match="stopped after 100 of 1000 output bytes"):
+        for piece in body:
+            received += piece
+    assert len(received) < head + 1000
+    [line] = mw.logger.logged
+    assert line.startswith("zerocloud: the executor's reply stopped after 100 of 1000 output bytes") and "\n" not in line
 
 
 class DiskFile:

@@ -143,7 +143,7 @@ class ObjectQueryMiddleware:
             return answer
         reply, output_lengths, reader, sock = answer
         head = protocol.frame_header(dict(reply.to_wire(), payloads=output_lengths))
-        resp = Response(status=200, app_iter=stream_reply(head, reader, sock, output_lengths),
+        resp = Response(status=200, app_iter=stream_reply(head, reader, sock, output_lengths, self.logger),
                         content_type="application/octet-stream")
         resp.content_length = len(head) + sum(output_lengths)
         resp.headers["X-Nexe-Colocated"] = colocated
@@ -252,14 +252,28 @@ def copy(body: BinaryStream, sock: socket.socket, n: int) -> None:
         n -= len(piece)
 
 
-def stream_reply(head: bytes, reader: protocol.Reader, sock: socket.socket, lengths: list[int]) -> Iterator[bytes]:
-    """The reply to the proxy, outputs passed on in pieces as the executor sends them."""
+def stream_reply(head: bytes, reader: protocol.Reader, sock: socket.socket, lengths: list[int],
+                 logger: Any) -> Iterator[bytes]:
+    """The reply to the proxy, outputs passed on in pieces as the executor sends them.
+
+    A reply that stops short (its worker was lost while writing it) is logged
+    in one line and raised: the status and length are sent by then, and an
+    error from the body is what makes the server drop the connection, so the
+    proxy sees a short reply (503, "bad reply") rather than wait for the rest."""
+    total, sent = sum(lengths), 0
     try:
         yield head
         for n in lengths:
             while n > 0:
-                piece = reader.exact(min(n, PIECE))
+                try:
+                    piece = reader.exact(min(n, PIECE))
+                except (OSError, protocol.ProtocolError) as e:
+                    got = sent + len(reader.buf)
+                    reason = f"the executor's reply stopped after {got} of {total} output bytes: {e}"
+                    logger.error(f"zerocloud: {reason}")
+                    raise protocol.ProtocolError(reason) from None
                 n -= len(piece)
+                sent += len(piece)
                 yield piece
     finally:
         sock.close()
