@@ -236,11 +236,12 @@ class WireObject:
         if not isinstance(raw, dict):
             raise ProtocolError(f"{what} must be a JSON object")
         required, optional = frozenset(required), frozenset(optional)
-        missing = sorted(required - raw.keys())
-        if missing:
-            raise ProtocolError(f"{what} lacks {', '.join(missing)}")
-        unknown = sorted(str(k) for k in raw.keys() - required - optional)
-        if unknown:
+        # The messages are sorted out only when wrong (every request is checked
+        # twice, by the daemon and by its worker).
+        if not raw.keys() >= required:
+            raise ProtocolError(f"{what} lacks {', '.join(sorted(required - raw.keys()))}")
+        if not raw.keys() <= required | optional:
+            unknown = sorted(str(k) for k in raw.keys() - required - optional)
             shown = ", ".join(f"{k!r:.40}" for k in unknown[:5])
             raise ProtocolError(f"{what} has unknown field(s) {shown}")
         self.raw: dict[str, Any] = raw
