@@ -41,6 +41,9 @@ from . import protocol
 PROGRAM_DIRS = ("", "bin/", "usr/bin/", "usr/local/bin/")
 PR_SET_PDEATHSIG = 1
 CLIENT_TIMEOUT = 60.0
+# The largest payload a worker keeps between jobs to skip hashing it again
+# (it counts against the worker's memory cap while the worker is idle).
+REMEMBERED_PAYLOAD = 16 << 20
 
 
 class JobRunner:
@@ -50,6 +53,7 @@ class JobRunner:
         self.sysimages = sysimages
         self.cache_dir = cache_dir
         self.executor = Executor(cache_dir=os.path.join(cache_dir, "modules"))
+        self._last: dict[str, tuple[bytes, str]] = {}   # per kind: the last payload stored, its digest
 
     def warm(self) -> None:
         """Index the system images and compile their programs now, not at the first job."""
@@ -66,7 +70,15 @@ class JobRunner:
     def stored(self, data: bytes, kind: str) -> str:
         """A payload (wasm program, tar image) as a file named by its digest,
         so the Executor's module/image caches hit on the next job."""
-        digest = hashlib.sha256(data).hexdigest()
+        # Jobs often send the same program again (a mapper's instances): the
+        # bytes compared cost a tenth of hashing them again.
+        last = self._last.get(kind)
+        if last is not None and last[0] == data:
+            digest = last[1]
+        else:
+            digest = hashlib.sha256(data).hexdigest()
+            if len(data) <= REMEMBERED_PAYLOAD:
+                self._last[kind] = (data, digest)
         folder = os.path.join(self.cache_dir, kind)
         path = os.path.join(folder, digest)
         try:
