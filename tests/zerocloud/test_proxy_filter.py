@@ -18,25 +18,41 @@ OK_REPORT = protocol.JobReport(exit_code=0, exit_state="ok", user_rc=0, validato
 
 
 class Swift:
-    """The rest of the pipeline: objects by path, a listing per container,
-    403 for paths the caller may not read; every subrequest recorded."""
+    """The rest of the pipeline: objects by path (with extra headers in
+    ``meta``), a listing per container, a read ACL per container (``acls``,
+    as X-Container-Read: what get_container_info gives), 403 for paths whose
+    HEAD or GET refuses the caller; every subrequest recorded (and every
+    EXECUTE, by ObjectServers)."""
 
     def __init__(self, objects=None, forbidden=()):
         self.objects = dict(objects or {})
         self.forbidden = set(forbidden)
+        self.meta = {}     # object path -> extra headers of its HEAD and GET
+        self.acls = {}     # container path -> X-Container-Read
+        self.caller = "alice"
         self.seen = []   # (method, path) of subrequests; ("app", method, path) of passed-through requests
+
+    def container_info(self, env, app, swift_source=None):
+        """get_container_info: a container exists when it has an ACL or objects."""
+        assert swift_source == "ZC"
+        path = env["PATH_INFO"]
+        if path not in self.acls and not any(p.startswith(path + "/") for p in self.objects):
+            return {"status": 404, "read_acl": None, "storage_policy": 0}
+        return {"status": 200, "read_acl": self.acls.get(path), "storage_policy": 0}
 
     def __call__(self, env, start_response):
         self.seen.append(("app", env["REQUEST_METHOD"], env.get("PATH_INFO")))
         return FakeResponse(204, b"", headers={"X-Passed": "yes"})(env, start_response)
 
     def subrequest(self, env, method, path, body=None, headers=None, agent=None, swift_source=None):
-        assert swift_source == "ZC" and env.get("REMOTE_USER") == "alice"   # as the caller
+        assert swift_source == "ZC" and env.get("REMOTE_USER") == self.caller   # as the caller
         swift = self
 
         class Sub:
-            # What make_subrequest gives: an empty wsgi.input unless a body is set.
-            environ = {"wsgi.input": io.BytesIO(body or b"")}
+            # What make_subrequest gives: the caller's environ with this
+            # method and path, an empty wsgi.input unless a body is set.
+            environ = dict(env, REQUEST_METHOD=method, PATH_INFO=path, **{"wsgi.input": io.BytesIO(body or b"")})
+            acl = None
 
             def get_response(self, app):
                 data = body
@@ -65,7 +81,25 @@ class Swift:
         if path not in self.objects:
             return FakeResponse(404, b"not found")
         data = self.objects[path]
-        return FakeResponse(200, data if method == "GET" else b"", headers={"Etag": str(hash(data))})
+        resp = FakeResponse(200, data if method == "GET" else b"",
+                            headers=dict({"Etag": str(hash(data))}, **self.meta.get(path, {})))
+        resp.content_length = len(data)
+        return resp
+
+
+def tempauth(req):
+    """swift.authorize as tempauth decides: the account's owner (the account
+    among the caller's groups), else a group or .r:* in req.acl; 401 without
+    a user, 403 with one."""
+    env = req.environ
+    _, account, container, obj = (env["PATH_INFO"].split("/", 4) + [None, None])[1:5]
+    groups = (env.get("REMOTE_USER") or "").split(",")
+    if account in groups:
+        return None
+    acl = [a.strip() for a in (getattr(req, "acl", None) or "").split(",")]
+    if (obj and ".r:*" in acl) or any(g in acl for g in groups if g):
+        return None
+    return FakeResponse(403 if env.get("REMOTE_USER") else 401, b"denied")
 
 
 class Ring:
@@ -101,9 +135,10 @@ class ObjectServers:
     ``answer(ip, request, payloads)`` -> (status, body bytes, headers), or a
     reply object of its own (read, getheader, status)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, log=None):
         self.answer = answer
         self.executes = []
+        self.log = log if log is not None else []   # ("EXECUTE", path) as each arrives
 
     def connect(self, ip, port, device, partition, method, path, headers=None):
         servers = self
@@ -118,6 +153,7 @@ class ObjectServers:
                 assert int(headers["Content-Length"]) == len(self.sent)
                 header, payloads = protocol.decode(self.sent)
                 request = protocol.RunRequest.from_wire(header)
+                servers.log.append(("EXECUTE", path))
                 servers.executes.append({"ip": ip, "device": device, "partition": partition, "method": method,
                                          "path": path, "headers": headers, "request": request,
                                          "payloads": payloads})
@@ -144,10 +180,11 @@ def cluster(zc, monkeypatch):
 
 def make_cluster(zc, monkeypatch):
     swift = Swift({"/v1/a/c/data.txt": b"one two\n", "/v1/a/bin/wc.wasm": b"\0asm\1\0\0\0"})
-    servers = ObjectServers(ran())
+    servers = ObjectServers(ran(), log=swift.seen)
     monkeypatch.setattr(zc.subrequests, "make_subrequest", swift.subrequest)
     monkeypatch.setattr(zc.routing, "POLICIES", Policies())
-    monkeypatch.setattr(zc.routing, "get_container_info", lambda env, app, swift_source: {"storage_policy": "0"})
+    monkeypatch.setattr(zc.routing, "get_container_info", swift.container_info)
+    monkeypatch.setattr(zc.subrequests, "get_container_info", swift.container_info)
     monkeypatch.setattr(zc.routing, "http_connect", servers.connect)
 
     class Cluster:
@@ -160,12 +197,13 @@ def make_cluster(zc, monkeypatch):
     return Cluster()
 
 
-def post(mw, body, path="/v1/a", content_type="application/json", headers=None, length=True):
+def post(mw, body, path="/v1/a", content_type="application/json", headers=None, length=True, env=None):
+    """The job POSTed by alice (``env`` adds to or changes its environ)."""
     if isinstance(body, (list, dict)):
         body = json.dumps(body).encode()
-    env = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "wsgi.input": io.BytesIO(body),
-           "CONTENT_TYPE": content_type, "HTTP_X_ZEROVM_EXECUTE": "1.0", "REMOTE_USER": "alice",
-           "swift.trans_id": "tx1"}
+    env = dict({"REQUEST_METHOD": "POST", "PATH_INFO": path, "wsgi.input": io.BytesIO(body),
+                "CONTENT_TYPE": content_type, "HTTP_X_ZEROVM_EXECUTE": "1.0", "REMOTE_USER": "alice",
+                "swift.trans_id": "tx1"}, **(env or {}))
     if length:
         env["CONTENT_LENGTH"] = str(len(body))
     env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()})
@@ -280,11 +318,25 @@ def test_a_job_that_cannot_run_is_a_4xx_with_one_line(cluster, body, kwargs, sta
 
 
 def test_an_input_the_caller_may_not_read_is_403_and_nothing_runs(cluster):
-    cluster.swift.forbidden.add("/v1/a/c/data.txt")
-    status, _, data = post(cluster.filter(), WORDCOUNT)
+    cluster.swift.caller = "b,bob"
+    cluster.swift.acls["/v1/a/c"] = "a:carol"
+    status, _, data = post(cluster.filter(), WORDCOUNT, path="/v1/b",
+                           env={"REMOTE_USER": "b,bob", "swift.authorize": tempauth})
     assert status == 403
     assert one_line_reason(data) == "node 'wc': not allowed to read swift://a/c/data.txt (403 Fake)"
     assert cluster.servers.executes == []
+    assert cluster.swift.seen == []   # refused by the ACL: not even a HEAD
+
+
+def test_an_input_whose_head_refuses_the_caller_is_403_and_nothing_it_returned_is_answered(cluster):
+    # The ACL lets the caller in; the object's HEAD, which ran beside the node, does not.
+    cluster.swift.forbidden.add("/v1/a/c/data.txt")
+    status, headers, data = post(cluster.filter(), WORDCOUNT)
+    assert status == 403
+    assert one_line_reason(data) == "node 'wc': not allowed to read swift://a/c/data.txt (403 Fake)"
+    assert b"hello" not in data
+    assert headers["X-Nexe-Status"] == "node 'wc': not allowed to read swift://a/c/data.txt (403 Fake)"
+    assert (headers["X-Nexe-Colocated"], headers["X-Nexe-Validation"]) == ("0", "2")
 
 
 def test_a_missing_input_is_404(cluster):

@@ -1,8 +1,22 @@
-"""One job through the proxy filter, once parsed: every instance planned (what
-it reads checked and fetched) before any runs, then the stages in order, each
-instance sent to an object server that can run it, connected stdouts fed
-forward, outputs with a swift:// path written as the caller.  The first
-failing stage ends the job.
+"""One job through the proxy filter, once parsed: every instance planned
+before any runs, then the stages in order, each instance sent to an object
+server that can run it, connected stdouts fed forward, outputs with a
+swift:// path written as the caller.  The first failing stage ends the job.
+
+What a node reads is checked in two steps.  Before anything runs, the
+caller is authorized for every swift:// object each node reads where it is
+stored (its program, its colocated input) by the same ACL check Swift's
+object GET makes (subrequests.authorize_read: cheap, the container's info
+is cached); a refusal is the job's answer and nothing runs.  The objects'
+own HEADs (they exist, are plain objects, the input within
+zerovm_maxinput, the program's etag) then run beside the nodes instead of
+before them: a node whose program is in the proxy's cache is sent at once
+with those bytes (a program not cached is still HEADed and fetched first).
+A stage's results are accepted only once its instances' HEADs agree
+(settle): an instance they refuse fails with their answer and what it
+returned is dropped unread; one whose program changed since the cached
+bytes runs again, once, with the new ones.  Only then are its stdouts fed
+on, its outputs written or returned.
 
 Each instance's outputs are spooled as its reply arrives (response.Spool);
 connected stdouts are sent on, and outputs written, from their spools, a
@@ -14,6 +28,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from eventlet import GreenPool, spawn
 from swift.common.http import is_success
@@ -23,27 +38,59 @@ from zerolab.sandbox import status as exit_status
 
 from . import job as jobs
 from . import protocol
-from .job import JobError
+from .job import JobError, SwiftPath
 from .proxy_config import ProxyConfig
 from .response import Result, Segment, Spool, close_spools, job_response
 from .routing import ObjectServerClient, Piece, ReplicaRouter
-from .subrequests import CallerSubrequests, JobCost
+from .subrequests import CallerSubrequests, JobCost, Program, etag_of, refuse_unless_plain
 
 # Statuses after which another replica may have the object or a free slot;
 # anything else is final.
 TRY_NEXT_REPLICA = (404, 503, 507, 429)
 
 
+T = TypeVar("T", covariant=True)
+
+
+class Pending(Protocol[T]):
+    """A green thread's outcome (eventlet.spawn): wait() returns it, or raises."""
+
+    def wait(self) -> T: ...
+
+
+@dataclass(frozen=True)
+class JobProgram:
+    """A swift:// program as this job runs it: the bytes sent and their etag,
+    and the object's HEAD still to agree with them when they came from the
+    proxy's cache (None: checked and fetched before the run)."""
+
+    path: SwiftPath
+    program: Program
+    head: Pending[Response] | None
+
+
 @dataclass(frozen=True)
 class Plan:
     """One instance, ready to send: its request, the payloads that request
-    names, the readable device read where it is stored (None: run anywhere),
-    and the caller's account."""
+    names (a swift:// program first), the readable device read where it is
+    stored (None: run anywhere), the caller's account, and its swift://
+    program."""
 
     request: protocol.RunRequest
     payloads: list[bytes]
     local: jobs.Device | None
     account: str
+    program: JobProgram | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an instance's object HEADs say of its run: refused (the node's
+    answer), or its program's etag now when that is not the one of the bytes
+    that ran (it must run again), or neither (its result stands)."""
+
+    refused: JobError | None = None
+    changed: str | None = None
 
 
 class JobRun:
@@ -58,6 +105,10 @@ class JobRun:
         self.object_servers = object_servers
         self.cost = JobCost(config.max_job_input, config.max_job_output)
         self.spools: list[Spool] = []   # every reply kept, until the answer is closed
+        # Per program path, the version this job runs, and the new one
+        # fetched when the object changed under a cached version.
+        self.programs: dict[str, JobProgram] = {}
+        self.refetched: dict[str, Pending[Program]] = {}
 
     def run(self, stages: list[list[jobs.Instance]], started: float) -> Response:
         try:
@@ -67,16 +118,25 @@ class JobRun:
             raise
 
     def run_stages(self, stages: list[list[jobs.Instance]], started: float) -> Response:
-        # Everything a node reads is checked before anything runs.
+        # Every node authorized for what it reads (and what is sent along
+        # fetched) before anything runs.
         plans: dict[str, Plan] = {}
         for stage in stages:
             for inst in stage:
                 plans[inst.name] = self.plan(inst)
+        # The objects' HEADs start now and run beside the nodes, a stage's
+        # after the stage before's; a stage waits for its own before its
+        # results count.
+        checks: list[Pending[list[Verdict]]] = []
+        for stage in stages:
+            checks.append(spawn(self.check_stage, stage, plans, checks[-1] if checks else None))
         results: list[Result] = []
         fed: dict[str, Segment] = {}     # instance name -> stdout, for connect
         pool = GreenPool(self.config.concurrency)
-        for stage in stages:
+        for stage, checked in zip(stages, checks):
             stage_results = list(pool.imap(lambda i: self.execute(i, plans[i.name], fed), stage))
+            # Nothing a run returned is fed on, written or answered before this.
+            stage_results = self.settle(stage_results, checked.wait(), plans, fed, pool)
             results += stage_results
             if any(r.status != 200 for r in stage_results):
                 break
@@ -99,13 +159,19 @@ class JobRun:
         inputs: list[protocol.InputChannel] = []
         images: list[protocol.ExtraImage] = []
         local = inst.colocate
-        # The input's HEAD runs while the program is checked: two round trips at once.
-        local_head = (spawn(self.objects.check_readable, req, local.path, where)
-                      if local is not None and local.path is not None else None)
         program = inst.node.program
+        # Nothing runs that the caller may not read: the ACL check of a GET,
+        # for what the node reads where it is stored (what is sent along is
+        # fetched below, as the caller).
         if program.swift is not None:
-            payloads.append(self.objects.program(req, cost, program.swift, where))
-            source = protocol.ProgramSource(payload=len(payloads) - 1)
+            self.objects.authorize_read(req, program.swift, where)
+        if local is not None and local.path is not None:
+            self.objects.authorize_read(req, local.path, where)
+        job_program = None
+        if program.swift is not None:
+            job_program = self.job_program(program.swift, where)
+            payloads.append(job_program.program.data)   # payload 0: run_again replaces it
+            source = protocol.ProgramSource(payload=0)
         else:
             source = protocol.ProgramSource(image=program.image, path=program.path)
         argv0 = inst.node.exec_name or inst.name
@@ -114,12 +180,7 @@ class JobRun:
             if dev.data is not None:
                 payloads.append(dev.data)
                 inputs.append(protocol.InputChannel(dev.alias, payload=len(payloads) - 1))
-            elif dev is local and local_head is not None:
-                head = local_head.wait()
-                size = head.content_length or 0
-                if size > config.max_input:
-                    raise JobError(413, f"{where}: {dev.path} is {size} bytes, more than zerovm_maxinput "
-                                        f"({config.max_input})")
+            elif dev is local and dev.path is not None:   # read where it is stored: check_instance
                 target = dev
             elif dev.path is not None:   # read elsewhere: fetched here, sent along
                 data = self.objects.fetch_input(req, cost, dev.path, where)
@@ -137,7 +198,112 @@ class JobRun:
             program=source, program_name=str(program), args=(argv0, *inst.args), env=inst.node.env,
             timeout=config.timeout, memory=config.max_memory, inputs=tuple(inputs), outputs=tuple(outputs),
             images=tuple(images))
-        return Plan(request, payloads, target, account)
+        return Plan(request, payloads, target, account, job_program)
+
+    def job_program(self, path: SwiftPath, where: str) -> JobProgram:
+        """The version of a swift:// program this job runs, the same for all
+        its instances: the cached bytes, whose HEAD starts now and must
+        agree before any result counts, or else the object checked and
+        fetched now (HEAD, then GET when the cache lacks that etag)."""
+        key = str(path)
+        found = self.programs.get(key)
+        if found is None:
+            cached = self.objects.cached_program(path)
+            if cached is not None:
+                self.objects.take_program(self.cost, path, cached)
+                found = JobProgram(path, cached, spawn(self.objects.sub, self.req, "HEAD", path))
+            else:
+                found = JobProgram(path, self.objects.program(self.req, self.cost, path, where), None)
+            self.programs[key] = found
+        return found
+
+    def check_stage(self, stage: list[jobs.Instance], plans: dict[str, Plan],
+                    before: Pending[list[Verdict]] | None) -> list[Verdict]:
+        # One stage's HEADs at a time, zerovm_concurrency at once (each imap
+        # has a pool of its own): a job has no more in flight than that,
+        # besides its nodes and its programs' HEADs.
+        if before is not None:
+            before.wait()
+        pool = GreenPool(self.config.concurrency)
+        return list(pool.imap(lambda inst: self.check_instance(inst, plans[inst.name]), stage))
+
+    def check_instance(self, inst: jobs.Instance, plan: Plan) -> Verdict:
+        """The HEADs of what the instance reads where it is stored, as
+        they were made before it ran: its input (there, readable, a plain
+        object, within zerovm_maxinput) and its cached program (the same,
+        and the etag of the bytes it ran)."""
+        where = f"node {inst.name!r}"
+        refused: JobError | None = None
+        if plan.local is not None and plan.local.path is not None:
+            try:
+                head = self.objects.check_readable(self.req, plan.local.path, where)
+                size = head.content_length or 0
+                if size > self.config.max_input:
+                    raise JobError(413, f"{where}: {plan.local.path} is {size} bytes, more than zerovm_maxinput "
+                                        f"({self.config.max_input})")
+            except JobError as e:
+                refused = e
+        changed = None
+        program = plan.program
+        if program is not None and program.head is not None:
+            # Waited for after the input's HEAD, which ran meanwhile; the
+            # program's refusal comes first, as when it was checked first.
+            head = program.head.wait()
+            try:
+                refuse_unless_plain(head, program.path, where)
+            except JobError as e:
+                return Verdict(refused=e)
+            if etag_of(head) != program.program.etag:
+                changed = etag_of(head)
+        return Verdict(refused=refused) if refused is not None else Verdict(changed=changed)
+
+    def settle(self, results: list[Result], verdicts: list[Verdict], plans: dict[str, Plan],
+               fed: dict[str, Segment], pool: GreenPool) -> list[Result]:
+        """A stage's results as its HEADs have them: a refused instance fails
+        with their answer and what it returned is dropped unread; one that
+        ran a program changed since runs again with the new bytes."""
+        again: list[tuple[Result, str]] = []
+        for result, verdict in zip(results, verdicts):
+            if verdict.refused is not None:
+                self.discard(result)
+                result.fail(verdict.refused.status, verdict.refused.reason)
+            elif verdict.changed is not None:
+                again.append((result, verdict.changed))
+        if not again:
+            return results
+        rerun = {r.inst.name: r for r in pool.imap(lambda a: self.run_again(a[0], a[1], plans, fed), again)}
+        return [rerun.get(r.inst.name, r) for r in results]
+
+    def run_again(self, result: Result, etag: str, plans: dict[str, Plan], fed: dict[str, Segment]) -> Result:
+        """An instance run again with its program's new version (fetched once
+        per job), which must be the one its HEAD saw: a program that changes
+        twice while the job runs is a 503."""
+        self.discard(result)
+        inst, plan = result.inst, plans[result.inst.name]
+        where = f"node {inst.name!r}"
+        assert plan.program is not None   # only a cached program can have changed
+        path = plan.program.path
+        pending = self.refetched.get(str(path))
+        if pending is None:
+            pending = self.refetched[str(path)] = spawn(self.objects.program, self.req, self.cost, path, where)
+        try:
+            program = pending.wait()
+        except JobError as e:   # its reason names the instance that fetched it first
+            return Result(inst).fail(e.status, e.reason)
+        if program.etag != etag:
+            return Result(inst).fail(503, f"{where}: program {path} changed while the job ran")
+        plan = replace(plan, payloads=[program.data, *plan.payloads[1:]],
+                       program=JobProgram(path, program, None))
+        return self.execute(inst, plan, fed)
+
+    def discard(self, result: Result) -> None:
+        """Drops what an instance's run returned, unread: its spool closed,
+        its output budget given back, no report or output left to show."""
+        if result.spool is not None:
+            self.spools.remove(result.spool)
+            result.spool.close()
+            self.cost.outputs.give_back(result.taken)
+        result.spool, result.taken, result.outputs, result.report, result.colocated = None, 0, {}, None, "0"
 
     def execute(self, inst: jobs.Instance, plan: Plan, fed: dict[str, Segment]) -> Result:
         result = Result(inst)
@@ -167,6 +333,7 @@ class JobRun:
                     spooled.spool.close()
                     return result.fail(503, f"node {inst.name!r}: bad reply from {node['ip']}: {e}")
                 self.spools.append(spooled.spool)
+                result.spool, result.taken = spooled.spool, spooled.taken
                 result.report = reply.report
                 result.outputs = dict(zip(reply.outputs, spooled.payloads))
                 result.colocated = answer.colocated

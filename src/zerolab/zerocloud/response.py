@@ -156,7 +156,8 @@ class OutputStream:
 
 
 class Result:
-    """What happened to one instance: its outputs are segments of its spool."""
+    """What happened to one instance: its outputs are segments of its spool,
+    which took ``taken`` bytes of the job's output budget."""
 
     def __init__(self, inst: jobs.Instance):
         self.inst = inst
@@ -165,6 +166,8 @@ class Result:
         self.report: protocol.JobReport | None = None
         self.outputs: dict[str, Segment] = {}
         self.colocated = "0"
+        self.spool: Spool | None = None
+        self.taken = 0
 
     def fail(self, status: int, reason: str) -> Result:
         self.status, self.reason = status, reason

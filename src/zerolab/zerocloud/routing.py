@@ -35,6 +35,7 @@ from .job import JobError
 from .objectquery import EXECUTE, LOCAL_ALIAS_HEADER
 from .proxy_config import ProxyConfig
 from .response import Segment, Spool, one_line
+from .subrequests import wsgi_str
 
 # An object server's reply is read in pieces of this size, each counted
 # against the job's output budget before the next is read; payloads sent
@@ -96,7 +97,7 @@ class ReplicaRouter:
         if local is not None and local.path is not None:
             path = local.path
             # The container's storage policy picks the object ring.
-            env = dict(req.environ, PATH_INFO=f"/v1/{path.account}/{path.container}")
+            env = dict(req.environ, PATH_INFO=wsgi_str(f"/v1/{path.account}/{path.container}"))
             info = get_container_info(env, self.app, swift_source="ZC")
             policy_index = int(info.get("storage_policy") or 0)
             ring = POLICIES.get_object_ring(policy_index, self.config.swift_dir)
