@@ -8,17 +8,35 @@ object is the script's stdin).  Everything else passes through untouched.
 For a job, this filter
   1. asks the auth middleware (``swift.authorize``) whether the caller may POST here;
   2. parses and validates it (job.py), expanding ``*`` by listing the container;
-  3. HEADs every object the job reads, and GETs programs and extra inputs,
-     as subrequests through the rest of the pipeline with the caller's
-     identity, so that tempauth (or keystone) answers 401/403, never data;
+  3. before anything runs, authorizes the caller for every object a node
+     reads where it is stored (its program and colocated input) by the ACL
+     check Swift's object GET makes: the container's read ACL as ``req.acl``
+     of a GET for the object, asked of ``swift.authorize`` (a refusal is the
+     answer, no node is sent); GETs the inputs sent along, and the programs
+     not in its cache after their HEAD, as subrequests through the rest of
+     the pipeline with the caller's identity, so that tempauth (or keystone)
+     answers 401/403, never data;
   4. looks up where the replicas of each node's input live (the object ring)
      and sends the node to one of those object servers (objectquery.py
      executes it there: ``X-Nexe-Colocated``), trying the next replica when one
-     has no copy;
-  5. runs the nodes stage by stage: nodes that ``connect`` to another feed
-     it their stdout as ``/dev/in-<node>`` (MapReduce);
+     has no copy; a node whose program is cached is sent at once with those
+     bytes, while the HEADs of its program and input (as the caller: there,
+     readable, plain objects, the input within zerovm_maxinput, the
+     program's etag that of the bytes sent) run beside it;
+  5. runs the nodes stage by stage, a stage's results counting only once
+     those HEADs agree (a refusal is the node's answer and its outputs are
+     dropped unread; a program changed since it was cached runs again, once,
+     with the new bytes): then nodes that ``connect`` to another feed it
+     their stdout as ``/dev/in-<node>`` (MapReduce);
   6. writes outputs that have a swift:// path with the caller's identity, and
      answers with the immediate outputs and ZeroCloud's X-Nexe-* headers.
+
+What is guaranteed: nothing runs that the caller is not authorized to read,
+by the same ACL check Swift's object GET makes; the objects' own HEADs run
+beside the node and its outputs are released (fed on, written, answered)
+only once they agree.  A node may thus run on an object its HEAD then
+refuses (a manifest, a symlink, one too large or gone), never returning
+anything of that run.
 
 Outputs are spooled, never held whole: the headers need every node's
 report, so each node's reply is copied as it arrives into a spool (its
@@ -31,8 +49,9 @@ written as objects are read from the spools the same way.
 The filter (ProxyQueryMiddleware) takes the request and parses the job; the
 rest is in units of their own: subrequests.py (what is read and written as
 the caller, steps 1-3 and 6), routing.py (which object servers, and the
-EXECUTE to one, step 4), execution.py (the plan and the stages, step 5),
-response.py (the answer and its headers), proxy_config.py (the options).
+EXECUTE to one, step 4), execution.py (the plan, the checks beside the
+nodes and the stages, steps 3-5), response.py (the answer and its
+headers), proxy_config.py (the options).
 
 Place it after the auth middleware in the pipeline:
 
@@ -71,11 +90,15 @@ read (routing.REPLY_PIECE, zerovm_concurrency at once), a reply's header
 while it is parsed (at most 1 MiB) and one 64 KiB piece being sent on.
 With the defaults that is about 0.27 GiB per job at worst, nearly all of it
 zerovm_maxjobinput; jobs running at once add up.  Shared by all jobs:
-the program cache, at most 32 programs and 4 x zerovm_maxnexe bytes.  Time:
+the program cache (the last version fetched of each program path), at
+most 32 programs and 4 x zerovm_maxnexe bytes.  Time:
 parsing and matching are linear in the body and in the names listed (no
 backtracking), so a job blocks this single eventlet worker for milliseconds;
 the rest is I/O, bounded by zerovm_max_listing pages of subrequests and, per
-instance, conn_timeout plus zerovm_timeout + 30 s.
+instance, conn_timeout plus zerovm_timeout + 30 s (twice, for an instance
+run again after its program changed).  Requests in flight for a job: its
+nodes' EXECUTEs and one stage's object HEADs, zerovm_concurrency of each,
+plus one HEAD per cached program it runs.
 """
 
 from __future__ import annotations
