@@ -19,7 +19,7 @@ def converge_with(extra_vars):
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     return subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{CONTAINER},", "-c", "containers.podman.podman",
-         "-e", json.dumps(extra_vars), str(SCENARIO / "converge.yml")],
+         "--skip-tags", "common", "-e", json.dumps(extra_vars), str(SCENARIO / "converge.yml")],
         capture_output=True, text=True, env=env, timeout=300,
     )
 
