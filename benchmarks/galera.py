@@ -133,7 +133,7 @@ def cluster_of(inventory):
 
 
 def add_bench_user(node):
-    """The benchmark's own database and user on a deployed cluster (replicated to every node)."""
+    """The benchmark's own database and user on a server (on a cluster node: replicated to every node)."""
     in_node(node, f"""mariadb -e "CREATE DATABASE IF NOT EXISTS {DB_USER};
 CREATE USER IF NOT EXISTS {DB_USER}@'%' IDENTIFIED BY '{DB_PASSWORD}';
 GRANT ALL ON {DB_USER}.* TO {DB_USER}@'%'" """)
@@ -153,16 +153,15 @@ def playbook(inventory, name):
 def setup_standalone(name):
     apt_install(name, "mariadb-server")
     # The cluster's InnoDB settings, without wsrep.
-    in_node(name, f"""cat > /etc/mysql/mariadb.conf.d/60-bench.cnf <<'CNF'
+    in_node(name, """cat > /etc/mysql/mariadb.conf.d/60-bench.cnf <<'CNF'
 [mysqld]
 bind_address = 0.0.0.0
 innodb_flush_log_at_trx_commit = 1
 innodb_buffer_pool_size = 128M
 binlog_format = ROW
 CNF
-systemctl restart mariadb
-mariadb -e "CREATE DATABASE IF NOT EXISTS sbtest; CREATE USER IF NOT EXISTS sbtest@'%' IDENTIFIED BY '{DB_PASSWORD}';
-GRANT ALL ON sbtest.* TO sbtest@'%'" """)
+systemctl restart mariadb""")
+    add_bench_user(name)
 
 
 def sysbench(host, args):
