@@ -22,9 +22,13 @@ TABLE = "acks"
 
 
 def connect(host, args, timeout=3):
+    # TLS unless told otherwise: the cluster refuses plaintext clients.  The
+    # chain is checked against --ssl-ca, not the name (a node's certificate
+    # names the node, and through HAProxy the address is the proxy's).
+    tls = None if args.no_tls else {"ca": args.ssl_ca, "check_hostname": False} if args.ssl_ca else {"check_hostname": False}
     return pymysql.connect(
         host=host, port=args.port, user=args.user, password=args.password, database=args.database,
-        connect_timeout=timeout, read_timeout=timeout * 2, write_timeout=timeout * 2, autocommit=True,
+        connect_timeout=timeout, read_timeout=timeout * 2, write_timeout=timeout * 2, autocommit=True, ssl=tls,
     )
 
 
@@ -90,11 +94,14 @@ def check(args):
     if present is None:
         sys.exit("workload check: no node answered")
     missing = sorted(ident for ident, _, _ in acked if ident not in present)
-    window = collections.Counter(
-        host for _, host, at in acked if args.since <= at <= (args.until or float("inf"))
-    )
+    until = args.until or float("inf")
+    window = collections.Counter(host for _, host, at in acked if args.since <= at <= until)
+    # The longest time without an acknowledged write that overlaps the
+    # window: how long writers were failing (a failover, a restart).
+    times = sorted(at for _, _, at in acked)
+    gaps = [later - earlier for earlier, later in zip(times, times[1:]) if later >= args.since and earlier <= until]
     print(json.dumps({"acknowledged": len(acked), "missing": missing[:50], "missing_count": len(missing),
-                      "acknowledged_in_window": dict(window)}))
+                      "acknowledged_in_window": dict(window), "longest_gap_seconds": round(max(gaps, default=0.0), 3)}))
     return 1 if missing else 0
 
 
@@ -106,6 +113,8 @@ def main():
     parser.add_argument("--user", default="zerolab_test")
     parser.add_argument("--password", default=os.environ.get("WORKLOAD_PASSWORD", ""))
     parser.add_argument("--database", default="zerolab_test")
+    parser.add_argument("--ssl-ca", help="CA file to check the servers' certificates against")
+    parser.add_argument("--no-tls", action="store_true", help="plaintext (a cluster with galera_tls_enabled false)")
     parser.add_argument("--log", required=True, help="client-side log of acknowledged ids")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--stop-file", help="stop early when this file exists")
