@@ -15,7 +15,7 @@ ROOT = inventory.DEFAULT_INVENTORY.parents[2]
 
 def test_the_lab_inventory_has_every_node_kind():
     lab = inventory.load()
-    assert {g: len(lab.group(g)) for g in inventory.LAB_GROUPS} == {"sandbox": 1, "swift": 1, "pxe": 1, "galera": 3}
+    assert {g: len(lab.group(g)) for g in inventory.LAB_GROUPS} == {"sandbox": 1, "swift": 1, "pxe": 1, "galera": 3, "galera_proxy": 1}
     addresses = [m.address for m in lab.machines]
     assert len(addresses) == len(set(addresses))
 

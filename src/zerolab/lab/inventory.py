@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-LAB_GROUPS = ("sandbox", "swift", "pxe", "galera")
+LAB_GROUPS = ("sandbox", "swift", "pxe", "galera", "galera_proxy")
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
 

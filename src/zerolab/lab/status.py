@@ -19,7 +19,7 @@ def print_status(lab, states, as_json):
         print(json.dumps(nodes, indent=2))
     else:
         for node in nodes:
-            print(f"{node['name']:10} {node['address']:15} {','.join(node['groups']):10} {node['state']}")
+            print(f"{node['name']:10} {node['address']:15} {','.join(node['groups']):12} {node['state']}")
     return 0
 
 
