@@ -28,7 +28,7 @@ def load() -> ModuleType:
 backup = load()
 
 # A mariabackup that writes a file into --target-dir for --backup, marks it
-# prepared for --prepare, and fails when told to (FAIL_AT=backup|prepare).
+# prepared for --prepare (as mariabackup 10.11 says it: log-applied), and fails when told to (FAIL_AT=backup|prepare).
 FAKE = """#!/bin/sh
 target=""
 for arg in "$@"; do case "$arg" in --target-dir=*) target="${arg#--target-dir=}";; esac; done
@@ -36,7 +36,7 @@ case "$1" in
 --backup) [ "$FAIL_AT" = backup ] && { echo "mariabackup: lost connection" >&2; exit 1; }
           mkdir -p "$target" && echo data > "$target/ibdata1" && echo "backup_type = full-backuped" > "$target/xtrabackup_checkpoints";;
 --prepare) [ "$FAIL_AT" = prepare ] && { echo "mariabackup: prepare failed" >&2; exit 1; }
-          echo "backup_type = full-prepared" > "$target/xtrabackup_checkpoints";;
+          echo "backup_type = log-applied" > "$target/xtrabackup_checkpoints";;
 esac
 """
 
@@ -65,7 +65,7 @@ def test_a_run_leaves_one_complete_prepared_backup_named_by_its_time(tmp_path, f
     assert result.returncode == 0, result.stderr
     [done] = backup.backups(folder)
     assert backup.COMPLETE.match(done.name)
-    assert (done / "xtrabackup_checkpoints").read_text().strip() == "backup_type = full-prepared"
+    assert (done / "xtrabackup_checkpoints").read_text().strip() == "backup_type = log-applied"
     assert f"backup {done} complete" in result.stdout
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
