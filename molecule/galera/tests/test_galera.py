@@ -206,3 +206,8 @@ def test_state_transfers_run_over_tls(host):
         # galera2 and galera3 joined by a full state transfer (SST) from a donor.
         log = host.check_output("journalctl -u mariadb --no-pager -o cat")
         assert "Using openssl based encryption with socat" in log, log[-3000:]
+
+
+def test_a_dead_node_is_suspected_after_three_seconds_not_galeras_five(host):
+    options = sql(host, "SELECT @@wsrep_provider_options")[0][0]
+    assert "evs.suspect_timeout = PT3S" in options, options
