@@ -100,7 +100,17 @@ class GuestMemory:
             self.write(buf, chunk)
             off += len(chunk)
 
-    def gather(self, iovs: list[tuple[int, int]]) -> bytes:
+    def view(self, ptr: int, n: int) -> memoryview:
+        """Guest bytes [ptr, ptr + n) in place, not copied.  Valid only during
+        the host call that asked for it: the guest does not run meanwhile and
+        its memory does not move (memory_may_move(False)); whoever keeps the
+        bytes copies them."""
+        address = self.check(ptr, n)
+        return memoryview((ctypes.c_char * n).from_address(address)).cast("B") if n else memoryview(b"")
+
+    def gather(self, iovs: list[tuple[int, int]]) -> bytes | memoryview:
+        # One buffer (the usual write): a view, so that its bytes are copied
+        # once, into where they go, and no fresh host buffer is touched.
         if len(iovs) == 1:
-            return self.read(*iovs[0])
+            return self.view(*iovs[0])
         return b"".join(self.read(buf, length) for buf, length in iovs)

@@ -228,7 +228,7 @@ class Run(GuestMemory):
             ch.hasher.update(data)
         return ESUCCESS, data
 
-    def channel_write(self, ch: ChannelState, data: bytes, offset: int | None) -> tuple[int, int]:
+    def channel_write(self, ch: ChannelState, data: bytes | memoryview, offset: int | None) -> tuple[int, int]:
         """-> (errno, bytes written).  Data beyond put_size is cut, then EDQUOT."""
         if not data:
             return ESUCCESS, 0

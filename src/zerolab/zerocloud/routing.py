@@ -39,8 +39,10 @@ from .subrequests import wsgi_str
 
 # An object server's reply is read in pieces of this size, each counted
 # against the job's output budget before the next is read; payloads sent
-# from a spool go in pieces of this size too.
-REPLY_PIECE = 256 << 10
+# from a spool go in pieces of this size too.  64 KiB, like Swift's chunks:
+# larger buffers are fresh mappings, and their page faults cost more than
+# the extra reads.
+REPLY_PIECE = 64 << 10
 # What is read of an error's body for its one-line reason.
 ERROR_BODY = 1000
 # A device of the ring: "ip", "port", "device" and more, as Swift's rings give them.

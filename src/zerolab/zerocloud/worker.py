@@ -232,6 +232,27 @@ def die_with_parent() -> None:
         sys.exit(0)
 
 
+# glibc serves allocations above M_MMAP_THRESHOLD with fresh mappings and
+# gives freed heap above M_TRIM_THRESHOLD back to the kernel, so every job's
+# megabyte buffers (inputs read, outputs written) would start on untouched
+# pages.  A page fault is dear in a VM: for an identity job over 1 MB this
+# was half of the run (2.3 ms against 1.4 ms in-process, measured).  A warm
+# worker keeps up to REUSE_BELOW-sized buffers in its heap for the next job,
+# and at most KEEP_FREE bytes of freed heap (counted in its RLIMIT_DATA).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+REUSE_BELOW = 16 << 20
+KEEP_FREE = 64 << 20
+
+
+def reuse_large_buffers() -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, REUSE_BELOW)
+        libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREE)
+    except (OSError, AttributeError):
+        pass   # not glibc: its own allocator's defaults
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zerolab-executor-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the socket to the daemon")
@@ -242,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sysimage", action="append", default=[], metavar="NAME=TAR")
     args = parser.parse_args(argv)
     die_with_parent()
+    reuse_large_buffers()
     if args.data_limit:
         resource.setrlimit(resource.RLIMIT_DATA, (args.data_limit, args.data_limit))
     sysimages = dict(item.split("=", 1) for item in args.sysimage)
