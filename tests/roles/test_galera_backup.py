@@ -4,28 +4,18 @@ failed run leaves no folder that looks complete.  The real mariabackup runs
 in the galera scenario (backup, more writes, restore, row counts compared)."""
 
 import fcntl
-import importlib.util
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "galera" / "files" / "galera-backup.py"
+from .conftest import load_role_file
 
-
-def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("galera_backup", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-backup = load()
+backup = load_role_file("galera", "galera-backup.py")
+SCRIPT = backup.__file__
 
 # A mariabackup that writes a file into --target-dir for --backup, marks it
 # prepared for --prepare (as mariabackup 10.11 says it: log-applied), and fails when told to (FAIL_AT=backup|prepare).

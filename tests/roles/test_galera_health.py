@@ -2,30 +2,18 @@
 server on 127.0.0.1, with a fake status reader in place of MariaDB: its answers,
 its cache, and that no client can knock it over or hold it."""
 
-import importlib.util
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "galera" / "files" / "galera-health.py"
+from .conftest import load_role_file
 
-
-def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("galera_health", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-health = load()
+health = load_role_file("galera", "galera-health.py")
 
 SYNCED = {
     "wsrep_cluster_size": "3",
