@@ -46,7 +46,7 @@ def lab_proxy_url(inventory_path=None):
         raise SystemExit(f"cannot find the lab's Swift proxy: {error}") from None
     from zerolab.lab.hostconfig import on_a_local_network
 
-    swift = next(m for m in lab.machines if "swift" in m.groups)
+    swift = lab.group("swift_proxy")[0]
     if not on_a_local_network(swift.address):
         # Its traffic would leave this machine: no lab is there, and none may be probed.
         raise SystemExit(f"the lab is down: {swift.name}'s address {swift.address} is on no network of this machine; "

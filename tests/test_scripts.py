@@ -32,13 +32,13 @@ def test_the_swift_benchmark_says_in_one_line_that_the_lab_is_down(tmp_path):
     import yaml
 
     data = yaml.safe_load((ROOT / "inventories" / "lab" / "hosts.yml").read_text())
-    data["all"]["children"]["swift"]["hosts"]["swift1"]["ansible_host"] = "203.0.113.7"
+    data["all"]["children"]["swift"]["children"]["swift_proxy"]["hosts"]["swift-proxy1"]["ansible_host"] = "203.0.113.7"
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(data))
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "swift.py"), "--inventory",
                              str(tmp_path / "hosts.yml"), "--guests", str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip() == ("the lab is down: swift1's address 203.0.113.7 is on no network of this "
+    assert result.stderr.strip() == ("the lab is down: swift-proxy1's address 203.0.113.7 is on no network of this "
                                      "machine; bring it up with scripts/lab up, or pass --url")
 
 

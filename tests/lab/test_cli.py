@@ -16,7 +16,7 @@ needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman
 
 def _inventory_with(tmp_path, host, **changes):
     data = yaml.safe_load(inventory.DEFAULT_INVENTORY.read_text())
-    for hosts in (g["hosts"] for g in data["all"]["children"].values()):
+    for hosts in (g.get("hosts") or {} for g in data["all"]["children"].values()):
         if host in hosts:
             hosts[host].update(changes)
     path = tmp_path / "hosts.yml"
@@ -52,10 +52,10 @@ def test_ssh_to_an_unknown_node_is_one_line():
 
 
 def test_a_malformed_inventory_stops_the_lab_command(tmp_path):
-    path = _inventory_with(tmp_path, "swift1", lab_memory="lots")
+    path = _inventory_with(tmp_path, "pxe1", lab_memory="lots")
     result = _lab("--inventory", str(path), "status")
     assert result.returncode == 1
-    assert "host 'swift1': 'lab_memory' must be a positive whole number" in result.stderr
+    assert "host 'pxe1': 'lab_memory' must be a positive whole number" in result.stderr
 
 
 def test_smoke_steps_are_the_tags_of_the_smoke_playbook():

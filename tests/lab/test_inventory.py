@@ -15,7 +15,8 @@ ROOT = inventory.DEFAULT_INVENTORY.parents[2]
 
 def test_the_lab_inventory_has_every_node_kind():
     lab = inventory.load()
-    assert {g: len(lab.group(g)) for g in inventory.LAB_GROUPS} == {"sandbox": 1, "swift": 1, "pxe": 1, "galera": 3, "galera_proxy": 1}
+    assert {g: len(lab.group(g)) for g in inventory.LAB_GROUPS} == {
+        "sandbox": 1, "swift_proxy": 1, "swift_storage": 3, "pxe": 1, "galera": 3, "galera_proxy": 1}
     addresses = [m.address for m in lab.machines]
     assert len(addresses) == len(set(addresses))
 
@@ -34,24 +35,26 @@ def _duplicate_address(groups):
 
 
 def _missing_memory(groups):
-    del groups["swift"]["hosts"]["swift1"]["lab_memory"]
+    del groups["pxe"]["hosts"]["pxe1"]["lab_memory"]
 
 
 def test_host_vars_and_group_vars_files_are_read(tmp_path):
     # A value that only a host_vars/ or group_vars/ file sets is what Ansible
     # sees, so it is what the lab (and the Vagrantfile) sees.
-    path = _broken(tmp_path, lambda groups: groups["swift"]["hosts"]["swift1"].pop("lab_cpus"))
+    path = _broken(tmp_path, lambda groups: groups["sandbox"]["hosts"]["sandbox1"].pop("lab_cpus"))
     (path.parent / "host_vars").mkdir()
-    (path.parent / "host_vars" / "swift1.yml").write_text("lab_cpus: 3\nswift_only_here: from host_vars\n")
+    (path.parent / "host_vars" / "sandbox1.yml").write_text("lab_cpus: 3\nsandbox_only_here: from host_vars\n")
     (path.parent / "group_vars").mkdir()
     (path.parent / "group_vars" / "all.yml").write_text("lab_everywhere: from group_vars\n")
     (path.parent / "group_vars" / "galera.yml").write_text("galera_only_here: from group_vars\n")
     lab = inventory.load(path)
-    swift1 = lab.machine("swift1")
-    assert (swift1.cpus, swift1.vars["swift_only_here"]) == (3, "from host_vars")
+    sandbox1 = lab.machine("sandbox1")
+    assert (sandbox1.cpus, sandbox1.vars["sandbox_only_here"]) == (3, "from host_vars")
     assert lab.vars["lab_everywhere"] == "from group_vars"
     assert lab.machine("galera2").vars["galera_only_here"] == "from group_vars"
-    assert "galera_only_here" not in swift1.vars
+    assert "galera_only_here" not in sandbox1.vars
+    # A nested group's vars (swift_storage, under swift) reach its hosts.
+    assert lab.machine("swift-storage2").vars["swift_devices"] == [{"name": "d1"}, {"name": "d2"}]
 
 
 def test_the_json_for_the_vagrantfile_has_the_lab_vars_and_machines():
@@ -69,7 +72,7 @@ def test_the_json_for_the_vagrantfile_has_the_lab_vars_and_machines():
 BROKEN = {
     "missing group": (lambda groups: groups.pop("pxe"), "group 'pxe' is missing"),
     "duplicate address": (_duplicate_address, "host 'galera3'"),
-    "missing field": (_missing_memory, "host 'swift1' has no 'lab_memory'"),
+    "missing field": (_missing_memory, "host 'pxe1' has no 'lab_memory'"),
     "bad address": (lambda g: g["sandbox"]["hosts"]["sandbox1"].update(ansible_host="10.0.0.300"), "host 'sandbox1'"),
     "bad size": (lambda g: g["sandbox"]["hosts"]["sandbox1"].update(lab_cpus=0), "'lab_cpus' must be a positive"),
 }

@@ -21,7 +21,7 @@ def test_several_machines_are_one_vagrant_regex_target():
 def test_not_enough_memory_names_the_machines_and_the_fix():
     lab = inventory.load()
     huge = [inventory.Machine(m.name, m.address, 10**9, m.cpus, m.groups, m.vars) for m in lab.machines[:2]]
-    with pytest.raises(LabError, match=r"^memory: the VMs need \d+ MiB \(sandbox1 1000000000, swift1 .*bring up fewer"):
+    with pytest.raises(LabError, match=r"^memory: the VMs need \d+ MiB \(sandbox1 1000000000, swift-proxy1 .*bring up fewer"):
         vagrant.check_memory(huge, running=set())
 
 

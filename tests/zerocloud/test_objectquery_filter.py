@@ -2,7 +2,6 @@
 the way Swift tests its own middleware: a fake app behind it, a fake executor
 daemon on a real unix socket, real request bodies in the executor protocol."""
 
-import hashlib
 import io
 import os
 import socket
@@ -261,12 +260,13 @@ def test_a_local_input_is_passed_as_the_objects_open_data_file(zc, daemon, tmp_p
     data_file.write_bytes(b"object data")
     monkeypatch.setattr(zc.objectquery, "POLICIES", Policies())
     server = ObjectServer(zc, {("a", "c", "o"): DiskFile(data_file, {"Content-Length": "11"})})
-    mw = middleware(zc, server, zerovm_socket=daemon.path)
+    mw = middleware(zc, server, zerovm_socket=daemon.path, zerovm_node_name="swift-storage2")
     status, headers, _ = execute(mw, job_body(REQUEST, [PROGRAM, b"x"]),
                                  headers={"X-Zerocloud-Local-Alias": "/dev/stdin",
                                           "X-Backend-Storage-Policy-Index": "0"})
     assert status == 200
-    assert headers["X-Nexe-Colocated"] == hashlib.md5(f"{daemon.path}:sda1".encode()).hexdigest()
+    # The storage host (its inventory name) and the device that ran it.
+    assert headers["X-Nexe-Colocated"] == "swift-storage2/sda1"
     [(header, _, fd_data)] = daemon.requests
     assert protocol.RunRequest.from_wire(header).inputs == (
         protocol.InputChannel("/dev/stdin", fd=0), protocol.InputChannel("/script", payload=1))

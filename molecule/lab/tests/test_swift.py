@@ -1,7 +1,9 @@
-"""What the swift role and zerocloud promise, checked against the real services.
+"""What the swift role and zerocloud promise, checked against the real services
+of the lab's Swift cluster: one proxy (``host``, the --hosts of pytest) and the
+storage nodes of the lab inventory's swift_storage group (``storage``).
 
-Requests are made on the node itself with a small urllib client (CLIENT),
-through the proxy on 127.0.0.1:8080, as the SAIO sample users.
+Requests are made on the proxy node itself with a small urllib client
+(CLIENT), through the proxy on 127.0.0.1:8080, as the SAIO sample users.
 """
 
 import base64
@@ -9,10 +11,17 @@ import collections
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import testinfra
 import wasmtime
+
+from zerolab.lab import inventory
+
+LAB = inventory.load()
+STORAGE_NODES = {m.name: m.address for m in LAB.group("swift_storage")}
 
 PROXY = "http://127.0.0.1:8080"
 AUTH = PROXY + "/auth/v1.0"
@@ -117,8 +126,50 @@ def local_wordcount(texts):
     return b"".join(b"%s %d\n" % (w, n) for w, n in sorted(counts.items()))
 
 
-TEXTS = [(b"The quick brown fox jumps over the lazy dog %d times. " % i) * (i + 3)
-         + b"ZeroVM ZeroCloud swift's data, node %d.\n" % i for i in range(9)]
+# 24 objects: the MapReduce's map nodes spread over every storage node.
+TEXTS = [(b"The quick brown fox jumps over the lazy dog %d times. " % i) * (i % 9 + 3)
+         + b"ZeroVM ZeroCloud swift's data, node %d.\n" % i for i in range(24)]
+# Swift lists a container in byte order: the map nodes read the parts in this order.
+PARTS = sorted(f"part-{i}.txt" for i in range(len(TEXTS)))
+
+
+@pytest.fixture(scope="module")
+def storage():
+    """Each storage node of the lab inventory: name -> testinfra host."""
+    return {name: testinfra.get_host(f"podman://zerolab-{name}") for name in STORAGE_NODES}
+
+
+# Run on the proxy: for each "container/object" on stdin, where the object
+# ring puts it -> JSON {name: {"partition", "hash", "nodes": [[ip, device], ...]}}.
+WHERE = r"""
+import json, sys
+from swift.common.ring import Ring
+from swift.common.utils import hash_path
+ring = Ring("/etc/swift", ring_name="object")
+out = {}
+for name in sys.stdin.read().split():
+    container, obj = name.split("/", 1)
+    part, nodes = ring.get_nodes("AUTH_test", container, obj)
+    out[name] = {"partition": part, "hash": hash_path("AUTH_test", container, obj),
+                 "nodes": [[n["ip"], n["device"]] for n in nodes]}
+print(json.dumps(out))
+"""
+
+
+def replicas_of(host, names):
+    """name -> [(storage host, device), ...] where the object ring puts its replicas (and partition, hash)."""
+    out = host.run(f"echo {' '.join(names)} | python3 -c '{WHERE}'")
+    assert out.rc == 0, out.stderr
+    by_ip = {ip: name for name, ip in STORAGE_NODES.items()}
+    return {name: {"partition": w["partition"], "hash": w["hash"],
+                   "replicas": [(by_ip.get(ip, ip), device) for ip, device in w["nodes"]]}
+            for name, w in json.loads(out.stdout).items()}
+
+
+def data_file_exists(node, device, where):
+    """Whether an object's .data file is on this storage node's device."""
+    folder = f"/srv/node/{device}/objects/{where['partition']}/{where['hash'][-3:]}/{where['hash']}"
+    return node.run(f"ls {folder}/*.data").rc == 0
 
 
 @pytest.fixture(scope="module")
@@ -142,37 +193,74 @@ def data(host):
 
 
 # --------------------------------------------------------------- services
-SERVICES = ["memcached", "rsync", "zerolab-executor", "zerolab-executor.socket", "swift-proxy", "swift-account",
-            "swift-container", "swift-object", "swift-object-replicator", "swift-object-updater"]
+PROXY_SERVICES = ["memcached", "swift-proxy"]
+STORAGE_SERVICES = ["rsync", "zerolab-executor", "zerolab-executor.socket", "swift-account", "swift-container",
+                    "swift-object", "swift-object-replicator", "swift-container-replicator", "swift-object-updater",
+                    "swift-object-auditor"]
 
 
-def test_services_are_running_and_enabled(host):
+def states(node, services):
     # one command for all (each host.run costs seconds through Ansible)
-    active = host.run(f"systemctl is-active {' '.join(SERVICES)}").stdout.split()
-    enabled = host.run(f"systemctl is-enabled {' '.join(SERVICES)}").stdout.split()
-    assert dict(zip(SERVICES, active)) == {s: "active" for s in SERVICES}
-    assert dict(zip(SERVICES, enabled)) == {s: "enabled" for s in SERVICES}
+    active = node.run(f"systemctl is-active {' '.join(services)}").stdout.split()
+    enabled = node.run(f"systemctl is-enabled {' '.join(services)}").stdout.split()
+    return dict(zip(services, zip(active, enabled)))
 
 
-def test_ports_are_listening(host):
+def test_proxy_runs_the_proxy_tier_only(host):
+    assert states(host, PROXY_SERVICES) == {s: ("active", "enabled") for s in PROXY_SERVICES}
+    # No storage server and no executor on the proxy: jobs run where the data is.
+    assert host.run("systemctl is-active swift-object zerolab-executor").stdout.split() == ["inactive", "inactive"]
+    assert not host.file("/etc/systemd/system/zerolab-executor.service").exists
+    assert not host.file("/etc/swift/object-server.conf").exists
+
+
+def test_storage_nodes_run_the_storage_tier_only(storage):
+    for name, node in storage.items():
+        assert states(node, STORAGE_SERVICES) == {s: ("active", "enabled") for s in STORAGE_SERVICES}, name
+        assert node.run("systemctl is-active swift-proxy").stdout.strip() == "inactive", name
+
+
+def test_ports_are_listening(host, storage):
     listening = set(host.socket.get_listening_sockets())
-    for spec in ("tcp://0.0.0.0:8080", "tcp://127.0.0.1:6200", "tcp://127.0.0.1:6201", "tcp://127.0.0.1:6202",
-                 "tcp://127.0.0.1:11211", "tcp://127.0.0.1:873", "unix:///run/zerolab-executor/executor.sock"):
+    proxy_ip = LAB.group("swift_proxy")[0].address
+    for spec in ("tcp://0.0.0.0:8080", "tcp://127.0.0.1:11211", f"tcp://{proxy_ip}:11211"):
         assert spec in listening, (spec, sorted(listening))
+    for name, node in storage.items():
+        listening = set(node.socket.get_listening_sockets())
+        ip = STORAGE_NODES[name]
+        for spec in (f"tcp://{ip}:6200", f"tcp://{ip}:6201", f"tcp://{ip}:6202", f"tcp://{ip}:873",
+                     "unix:///run/zerolab-executor/executor.sock"):
+            assert spec in listening, (name, spec, sorted(listening))
 
 
-def test_four_devices_in_three_rings(host):
+def test_rings_list_every_storage_host_and_are_the_same_everywhere(host, storage):
     for ring in ("account", "container", "object"):
-        out = host.run(f"swift-ring-builder /etc/swift/{ring}.builder").stdout
+        out = host.run(f"swift-ring-builder /etc/swift/builders/{ring}.builder").stdout
         assert "1024 partitions, 3.000000 replicas" in out, out
-        for dev in ("d1", "d2", "d3", "d4"):
-            assert re.search(rf"\s{dev}\s", out), (ring, dev)
-    assert host.file("/srv/node/d1").user == "swift"
+        # two devices on each storage host, each host a zone of its own
+        devices = re.findall(r"^\s+\d+\s+\d+\s+(\d+)\s+(\S+):\d+\s+\S+:\d+\s+(\S+)\s", out, re.M)
+        assert sorted(devices) == sorted((str(zone), ip, dev) for zone, ip in enumerate(STORAGE_NODES.values(), 1)
+                                         for dev in ("d1", "d2")), out
+        digest = host.file(f"/etc/swift/{ring}.ring.gz").md5sum
+        for name, node in storage.items():
+            assert node.file(f"/etc/swift/{ring}.ring.gz").md5sum == digest, (ring, name)
+    for name, node in storage.items():
+        assert node.file("/srv/node/d1").user == "swift", name
 
 
-def test_storage_backend_was_reported_and_supports_xattrs(host):
+def test_storage_backend_supports_xattrs(storage):
     # In an unprivileged container there is no loop device: folders are used.
-    assert host.run("setfattr -n user.test -v 1 /srv/node/d2 && getfattr -n user.test /srv/node/d2").rc == 0
+    for name, node in storage.items():
+        assert node.run("setfattr -n user.test -v 1 /srv/node/d2 && getfattr -n user.test /srv/node/d2").rc == 0, name
+
+
+def test_each_objects_replicas_are_on_three_hosts(host, storage, data):
+    where = replicas_of(host, [f"zc/{name}" for name in PARTS[:6]])
+    for name, w in where.items():
+        hosts = [h for h, _ in w["replicas"]]
+        assert sorted(hosts) == sorted(STORAGE_NODES), (name, w)
+        for node_name, device in w["replicas"]:
+            assert data_file_exists(storage[node_name], device, w), (name, node_name, device)
 
 
 def test_pipeline_has_zerocloud_after_tempauth(host):
@@ -180,11 +268,18 @@ def test_pipeline_has_zerocloud_after_tempauth(host):
     pipeline = re.search(r"^pipeline = (.*)$", conf, re.M).group(1).split()
     assert pipeline.index("zerocloud") == pipeline.index("tempauth") + 1
     assert pipeline[-1] == "proxy-server"
+    assert re.search(r"^memcache_servers = [0-9.]+:11211$", conf, re.M), conf
     for line in ("user_admin_admin = admin .admin .reseller_admin", "user_test_tester = testing .admin",
                  "user_test_tester2 = testing2 .admin", "user_test_tester3 = testing3",
                  "user_test2_tester2 = testing2 .admin"):
         assert re.search(rf"^{re.escape(line)}$", conf, re.M), line
-    assert "zerocloud-object" in host.file("/etc/swift/object-server.conf").content_string
+
+
+def test_object_servers_run_zerocloud_under_their_inventory_name(storage):
+    for name, node in storage.items():
+        conf = node.file("/etc/swift/object-server.conf").content_string
+        assert "zerocloud-object" in conf
+        assert f"zerovm_node_name = {name}" in conf
 
 
 def test_swift_info_lists_zerovm(host):
@@ -294,7 +389,9 @@ def test_job_runs_next_to_its_object(replies):
     assert r.headers["x-nexe-system"] == "cat"
     assert r.headers["x-nexe-status"] == "ok"
     assert r.headers["x-nexe-retcode"] == "0"
-    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-nexe-colocated"]), r.headers
+    # the storage host and device that ran it
+    host_name, device = r.headers["x-nexe-colocated"].split("/")
+    assert host_name in STORAGE_NODES and device in ("d1", "d2"), r.headers
     assert "x-nexe-etag" in r.headers and "x-nexe-cdr-line" in r.headers
 
 
@@ -327,10 +424,20 @@ def test_mapreduce_wordcount_equals_local_count(replies):
     (r,) = replies["mapreduce"]
     assert r.status == 200, r
     names = r.headers["x-nexe-system"].split(",")
-    assert names == [f"map-{i}" for i in range(1, 10)] + ["reduce"]
+    assert names == [f"map-{i}" for i in range(1, len(TEXTS) + 1)] + ["reduce"]
     assert r.body == local_wordcount(TEXTS)
+
+
+def test_every_map_node_ran_on_a_host_holding_its_object(host, replies):
+    (r,) = replies["mapreduce"]
     colocated = r.headers["x-nexe-colocated"].split(",")
-    assert all(c != "0" for c in colocated[:9]) and colocated[9] == "0"
+    assert colocated[-1] == "0"   # the reducer reads no object
+    where = replicas_of(host, [f"zc/{name}" for name in PARTS])
+    ran_on = [tuple(c.split("/")) for c in colocated[:-1]]
+    for name, place in zip(PARTS, ran_on):
+        assert place in where[f"zc/{name}"]["replicas"], (name, place, where[f"zc/{name}"])
+    # spread over the cluster, not all on one node
+    assert len({h for h, _ in ran_on}) >= 2, ran_on
 
 
 # -------------------------------------------------------------- bad jobs
@@ -393,8 +500,9 @@ systemctl show {EXECUTOR}.service -p User -p Group -p NoNewPrivileges -p Protect
 
 
 @pytest.fixture(scope="module")
-def executor(host):
-    out = host.run(EXECUTOR_FACTS)
+def executor(storage):
+    node = next(iter(storage.values()))
+    out = node.run(EXECUTOR_FACTS)
     assert out.rc == 0, out.stderr
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
@@ -507,23 +615,27 @@ HOSTILE = {
 SHOW_EXECUTOR = f"systemctl show -p MainPID -p NRestarts -p ActiveState {EXECUTOR}.service | paste -sd ' '"
 
 
+def executors(storage):
+    """Each storage node's executor: name -> its MainPID, NRestarts and ActiveState."""
+    return {name: dict(kv.split("=", 1) for kv in node.run(SHOW_EXECUTOR).stdout.split())
+            for name, node in storage.items()}
+
+
 @pytest.fixture(scope="module")
-def hostile(host, data):
+def hostile(host, storage, data):
     """name -> (the hostile job's Reply, the GET after it, the normal job after it); plus
-    "setup" (the uploads), "healthcheck" (at the end), and the executor's MainPID,
-    NRestarts and ActiveState "before" and "after", all from one host.run."""
+    "setup" (the uploads), "healthcheck" (at the end), and every executor's MainPID,
+    NRestarts and ActiveState "before" and "after"; the requests all from one host.run."""
     setup = [req("PUT", "/zchostile"), req("PUT", "/zclong"),
              req("PUT", "/zclong/" + LONG_NAME, b"an object with a long name\n")]
     setup += [req("PUT", "/zchostile/" + name, bytes(wasmtime.wat2wasm(wat)), {"Content-Type": "application/wasm"})
               for name, wat in HOSTILE_WAT.items()]
     flat = setup + [r for name in HOSTILE for r in (HOSTILE[name], STILL_SERVES, NORMAL_JOB)] + [HEALTHCHECK]
-    out = host.run(f"{SHOW_EXECUTOR}\n{client_command(flat)}\n{SHOW_EXECUTOR}")
+    before = executors(storage)
+    out = host.run(client_command(flat))
     assert out.rc == 0, out.stderr
-    before, line, after = out.stdout.strip().splitlines()
-    got = replies_of(line)
-    result = {"setup": got[:len(setup)], "healthcheck": got[-1],
-              "before": dict(kv.split("=", 1) for kv in before.split()),
-              "after": dict(kv.split("=", 1) for kv in after.split())}
+    got = replies_of(out.stdout)
+    result = {"setup": got[:len(setup)], "healthcheck": got[-1], "before": before, "after": executors(storage)}
     rest = iter(got[len(setup):-1])
     for name in HOSTILE:
         result[name] = (next(rest), next(rest), next(rest))
@@ -591,30 +703,34 @@ def test_endless_guest_times_out(hostile):
 
 def test_executor_survived_every_hostile_job(hostile):
     assert hostile["healthcheck"].status == 200
-    before, after = hostile["before"], hostile["after"]
-    assert before["ActiveState"] == after["ActiveState"] == "active", (before, after)
-    assert before["MainPID"] != "0"
-    assert (after["MainPID"], after["NRestarts"]) == (before["MainPID"], before["NRestarts"]), (before, after)
+    for name in STORAGE_NODES:
+        before, after = hostile["before"][name], hostile["after"][name]
+        assert before["ActiveState"] == after["ActiveState"] == "active", (name, before, after)
+        assert before["MainPID"] != "0"
+        assert (after["MainPID"], after["NRestarts"]) == (before["MainPID"], before["NRestarts"]), (name, before, after)
 
 
 # ------------------------------------------------- socket activation (last: it restarts the executor)
-def test_jobs_queue_on_the_socket_while_the_executor_is_down(host, data, hostile):
-    """The socket is systemd's: with the daemon stopped it still listens, a job's
-    connection waits in its backlog and starts the daemon (socket activation)."""
+def test_jobs_queue_on_the_socket_while_the_executor_is_down(host, storage, data, hostile):
+    """The socket is systemd's: with the daemon stopped (on every storage node,
+    so that the job cannot go elsewhere) it still listens, a job's connection
+    waits in its backlog and starts the daemon (socket activation)."""
     socket_id = f"stat -c '%i %U %G %a' {SOCKET}"
-    out = host.run(f"{socket_id}; systemctl stop {EXECUTOR}.service; systemctl is-active {EXECUTOR}.service; "
-                   f"{client_command([NORMAL_JOB])}; systemctl is-active {EXECUTOR}.service {EXECUTOR}.socket; "
-                   f"{socket_id}")
-    lines = out.stdout.strip().splitlines()
-    assert len(lines) == 6, (out.stdout, out.stderr)
-    before, stopped, line, service, sock, after = lines
+    before, stopped = {}, {}
+    for name, node in storage.items():
+        out = node.run(f"{socket_id}; systemctl stop {EXECUTOR}.service; systemctl is-active {EXECUTOR}.service")
+        before[name], stopped[name] = out.stdout.strip().splitlines()
     # "failed" in a podman container on cgroup v1: systemd may miss the emptied cgroup and
     # end the stop by its timeout (see the unit); the socket is what matters here
-    assert stopped in ("inactive", "failed")
-    (r,) = replies_of(line)
+    assert set(stopped.values()) <= {"inactive", "failed"}, stopped
+    (r,) = batch(host, [NORMAL_JOB])
     assert r.status == 200 and r.body == TEXTS[4], r
-    assert (service, sock) == ("active", "active")
-    assert after == before   # the same socket (inode), owner and mode
+    ran_on, _ = r.headers["x-nexe-colocated"].split("/")
+    out = storage[ran_on].run(f"systemctl is-active {EXECUTOR}.service {EXECUTOR}.socket")
+    assert out.stdout.split() == ["active", "active"], (ran_on, out.stdout)
+    for name, node in storage.items():
+        assert node.run(socket_id).stdout.strip() == before[name], name   # the same socket (inode), owner and mode
+        node.run(f"systemctl start {EXECUTOR}.service")
 
 
 # -------------------------------------------- the benchmark, so that it does not rot
@@ -629,3 +745,59 @@ def test_the_swift_benchmark_runs_on_the_node_in_a_quick_mode(host):
     assert out.rc == 0, out.stderr
     assert re.search(r"^1 MB: identity job \(cat\.wasm\)\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
     assert re.search(r"^targets: identity p50 <= 2x GET: (met|MISSED)", out.stdout, re.M), out.stdout
+
+
+# ------------------------------------------ a storage node down (last: it stops a node)
+def podman(*args):
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=180)
+
+
+WHILE_DOWN = b"written while a storage node was down\n"
+
+
+@pytest.fixture(scope="module")
+def node_down(host, storage, data):
+    """The last storage node stopped; meanwhile every part read back, the
+    MapReduce run, and an object written.  Then the node started again, and
+    the seconds until the replicators have put that object on it."""
+    down = list(STORAGE_NODES)[-1]
+    stopped = podman("stop", "--time", "30", f"zerolab-{down}")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        requests = [req("GET", f"/zc/{name}") for name in PARTS]
+        requests += [SCENARIOS["mapreduce"][0], req("PUT", "/zc/while-down.txt", WHILE_DOWN),
+                     req("GET", "/zc/while-down.txt")]
+        got = batch(host, requests)
+    finally:
+        started = podman("start", f"zerolab-{down}")
+    assert started.returncode == 0, started.stderr
+    where = replicas_of(host, ["zc/while-down.txt"])["zc/while-down.txt"]
+    (device,) = [dev for node, dev in where["replicas"] if node == down]
+    began, level = time.monotonic(), None
+    while time.monotonic() - began < 240:
+        if data_file_exists(storage[down], device, where):
+            level = time.monotonic() - began
+            break
+        time.sleep(3)
+    return {"down": down, "gets": got[:len(PARTS)], "mapreduce": got[len(PARTS)],
+            "put": got[len(PARTS) + 1], "get": got[len(PARTS) + 2], "level after": level}
+
+
+def test_with_a_storage_node_down_every_object_is_still_read(node_down):
+    for name, r in zip(PARTS, node_down["gets"]):
+        assert r.status == 200 and r.body == TEXTS[int(name.removeprefix("part-").removesuffix(".txt"))], (name, r)
+
+
+def test_with_a_storage_node_down_jobs_are_rerouted_to_other_replicas(node_down):
+    r = node_down["mapreduce"]
+    assert r.status == 200, r
+    assert r.body == local_wordcount(TEXTS)
+    ran_on = [c.split("/")[0] for c in r.headers["x-nexe-colocated"].split(",")[:-1]]
+    # every map node still next to a replica of its object, none on the stopped node
+    assert node_down["down"] not in ran_on and set(ran_on) <= set(STORAGE_NODES), ran_on
+
+
+def test_an_object_written_while_a_node_was_down_reaches_it_when_it_returns(node_down):
+    assert node_down["put"].status == 201, node_down["put"]
+    assert node_down["get"].status == 200 and node_down["get"].body == WHILE_DOWN
+    assert node_down["level after"] is not None, f"{node_down['down']} still lacks while-down.txt after 240 s"

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-LAB_GROUPS = ("sandbox", "swift", "pxe", "galera", "galera_proxy")
+# The groups every lab inventory has, each with hosts (a parent group such as
+# swift, over swift_proxy and swift_storage, is Ansible's business only).
+LAB_GROUPS = ("sandbox", "swift_proxy", "swift_storage", "pxe", "galera", "galera_proxy")
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
 
@@ -166,7 +168,7 @@ def main(argv=None) -> int:
         print(json.dumps({"vars": lab.vars, "machines": [asdict(m) for m in lab.machines]}, indent=2))
     else:
         for machine in lab.machines:
-            print(f"{machine.name:10} {machine.address:15} {machine.memory:6} MiB {machine.cpus} cpu  {','.join(machine.groups)}")
+            print(f"{machine.name:14} {machine.address:15} {machine.memory:6} MiB {machine.cpus} cpu  {','.join(machine.groups)}")
     return 0
 
 

@@ -9,7 +9,8 @@ The body is the executor request (protocol.py) without its descriptor; this
 filter opens the object's data file on this device, caps the job's limits
 with its own configuration, hands both to the node's executor daemon over
 its unix socket and returns the daemon's reply.  Replies: 200 with the report
-and outputs; 404 when this device has no copy (the proxy tries another
+and outputs, and ``X-Nexe-Colocated: <node>/<device>`` when the job read its
+object here (zerovm_node_name: the storage host's inventory name); 404 when this device has no copy (the proxy tries another
 replica); 409 for objects stored encrypted; 413 for an input over
 zerovm_maxinput; 429 when the executor is busy; 503 when it is unreachable.
 
@@ -17,11 +18,11 @@ zerovm_maxinput; 429 when the executor is busy; 503 when it is unreachable.
     paste.filter_factory = zerolab.zerocloud.objectquery:filter_factory
     zerovm_socket = /run/zerolab-executor/executor.sock
     zerovm_timeout = 10
+    zerovm_node_name = swift-storage1
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import struct
@@ -49,6 +50,8 @@ DEFAULTS = {
     # The request body (program, scripts, mapper outputs), passed to the
     # executor in pieces; the executor daemon's max_request must be as large.
     "zerovm_maxrequest": str(256 << 20),
+    # How X-Nexe-Colocated names this storage node: its inventory name.
+    "zerovm_node_name": socket.gethostname(),
 }
 # Request bodies and outputs pass through in pieces of this size (Swift's
 # own network_chunk_size): buffers this small are reused from the heap, where
@@ -84,6 +87,7 @@ class ObjectQueryMiddleware:
         self.max_output = int(conf["zerovm_maxoutput"])
         self.max_memory = int(conf["zerovm_maxnexemem"])
         self.max_request = int(conf["zerovm_maxrequest"])
+        self.node_name = conf["zerovm_node_name"]
         # The object server's own app, which knows its devices and DiskFiles
         # (Swift's, untyped: found by the method it has).
         self.controller: Any = app
@@ -136,8 +140,8 @@ class ObjectQueryMiddleware:
                 return opened
             fds.append(opened)
             request = replace(request, inputs=(protocol.InputChannel(local_alias, fd=0),) + request.inputs)
-            # ZeroCloud's co-location code: sessions on the same device share it.
-            colocated = hashlib.md5(f"{self.socket_path}:{device}".encode()).hexdigest()
+            # Where the job ran next to its object: this host and device.
+            colocated = f"{self.node_name}/{device}"
         try:
             answer = self.call_executor(request, lengths, body, fds)
         finally:
