@@ -2,19 +2,26 @@
 """zerocloud vs plain Swift, side by side in one run, against a live proxy.
 
     .venv/bin/python benchmarks/swift.py        # from the checkout, against the running lab
-    python3 swift.py --url http://127.0.0.1:8080   # on the Swift node itself
+    python3 swift.py --url http://127.0.0.1:8080   # on the Swift proxy node itself
 
 From the checkout it finds the lab's proxy itself (the first host of the
-inventory's swift group, at its address and swift_proxy_port) and the guests
+inventory's swift_proxy group, at its address and swift_proxy_port) and the guests
 in build/guests; on a node (standard library only), the proxy on loopback and
 the guests in /opt/zerolab/guests.  E.g. in the Molecule container:
-    podman cp benchmarks/swift.py swift1:/tmp/ && podman exec swift1 python3 /tmp/swift.py
+    podman cp benchmarks/swift.py zerolab-swift-proxy1:/tmp/ && podman exec zerolab-swift-proxy1 python3 /tmp/swift.py
 
 Measures, with the standard library only:
   1. GET of a 1 MB object   vs  an identity job (cat.wasm) returning it: p50 ratio
   2. GET of a 10 MB text + a word count here  vs  a word count job next to it
   3. small jobs per second (hello.wasm, several clients at once)
-Targets: identity p50 <= 2x GET; >= 60 small jobs/s on 2 cores.
+  4. an object set (24 objects, --set-mb in all): a MapReduce word count
+     (a map node per object, one reducer) vs GET of every object + a word
+     count here, p50 ratio; the share of map nodes that ran on a storage
+     node holding their object (X-Nexe-Colocated); and, run on the proxy
+     node, the bytes its network interfaces moved for each, against the
+     bytes of the objects
+Targets: identity p50 <= 2x GET; >= 60 small jobs/s on 2 cores; colocation
+100%; the MapReduce moves <= 10% of its input through the proxy.
 """
 
 import argparse
@@ -108,6 +115,23 @@ def timed_side_by_side(first, second, n):
     return times
 
 
+def interface_bytes():
+    """Bytes received and sent by this machine's network interfaces but
+    loopback: on the proxy node (its client on loopback), what the proxy
+    moved to and from the storage nodes."""
+    total = 0
+    for iface in Path("/sys/class/net").iterdir():
+        if iface.name != "lo":
+            total += sum(int((iface / "statistics" / f"{way}_bytes").read_text()) for way in ("rx", "tx"))
+    return total
+
+
+def measured_bytes(fn):
+    before = interface_bytes()
+    result = fn()
+    return result, interface_bytes() - before
+
+
 def wordcount(data):
     counts = Counter(w.lower() for w in re.findall(rb"[A-Za-z0-9']+", data))
     return b"".join(b"%s %d\n" % (w, n) for w, n in sorted(counts.items()))
@@ -123,6 +147,7 @@ def main():
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--set-mb", type=float, default=100.0, help="size of the MapReduce's object set (24 objects)")
     a = p.parse_args()
     a.url = a.url or lab_proxy_url(a.inventory)
     missing = [g for g in ("cat", "wordcount", "hello") if not os.path.exists(os.path.join(a.guests, f"{g}.wasm"))]
@@ -190,13 +215,64 @@ def main():
         t.join()
     rate = sum(done) / (time.perf_counter() - t0)
 
-    print(f"{'measurement':34} {'p50 ms':>9} {'ratio':>7}")
+    # The object set: 24 texts, each its own words and counts.
+    parts = 24
+    size = int(a.set_mb * (1 << 20)) // parts
+    corpus = {}
+    for i in range(parts):
+        corpus[f"set-{i:02d}.txt"] = (text[i * 4099 % len(text):] + text)[:size]
+        c.put(f"bench/set-{i:02d}.txt", corpus[f"set-{i:02d}.txt"], "text/plain")
+    set_bytes = sum(len(t) for t in corpus.values())
+    mapreduce = [
+        {"name": "map", "exec": {"path": f"swift://{acct}/bench/wordcount.wasm"},
+         "devices": [{"name": "stdin", "path": f"swift://{acct}/bench/set-*.txt"}], "connect": ["reduce"]},
+        {"name": "reduce", "exec": {"path": f"swift://{acct}/bench/wordcount.wasm", "args": "-r"},
+         "devices": [{"name": "stdout"}]},
+    ]
+    # Joined by newlines: a word cut at an object's end stays cut, as the map nodes see it.
+    expected = wordcount(b"\n".join(corpus.values()))
+
+    def run_mapreduce():
+        status, headers, data = c.call("POST", c.path, json.dumps(mapreduce).encode(),
+                                       {"X-Zerovm-Execute": "1.0", "Content-Type": "application/json"})
+        assert status == 200 and data == expected, (status, data[:300])
+        return headers["x-nexe-colocated"].split(",")[:-1]
+
+    def download_and_count():
+        data = b"\n".join(c.get(f"bench/{name}") for name in sorted(corpus))
+        assert wordcount(data) == expected
+        return None
+
+    colocated, job_bytes = measured_bytes(run_mapreduce)
+    _, get_bytes = measured_bytes(download_and_count)
+    near = sum(1 for place in colocated if place != "0")
+    hosts = sorted({place.split("/")[0] for place in colocated if place != "0"})
+    nset = max(2, a.runs // 10)
+    getset, jobset = timed_side_by_side(download_and_count, run_mapreduce, nset)
+    set_label = f"{set_bytes / (1 << 20):.0f} MB set"
+    rows.append((f"{set_label}: GET all + word count here", statistics.median(getset), None))
+    rows.append((f"{set_label}: MapReduce job", statistics.median(jobset),
+                 statistics.median(jobset) / statistics.median(getset)))
+
+    print(f"{'measurement':40} {'p50 ms':>9} {'ratio':>7}")
     for name, sec, ratio in rows:
-        print(f"{name:34} {sec * 1000:9.1f} {('%.2fx' % ratio) if ratio else '':>7}")
-    print(f"{'small jobs (hello.wasm), ' + str(a.clients) + ' clients':34} {rate:9.1f} jobs/s")
+        print(f"{name:40} {sec * 1000:9.1f} {('%.2fx' % ratio) if ratio else '':>7}")
+    print(f"{'small jobs (hello.wasm), ' + str(a.clients) + ' clients':40} {rate:9.1f} jobs/s")
+    print(f"colocation: {near}/{len(colocated)} map nodes ran next to their object "
+          f"({100 * near / len(colocated):.0f}%), on {', '.join(hosts) or 'no host'}")
+    on_proxy = urllib.parse.urlsplit(a.url).hostname in ("127.0.0.1", "localhost", "::1")
+    if on_proxy:
+        print(f"bytes through the proxy's network: MapReduce {job_bytes} "
+              f"({100 * job_bytes / set_bytes:.1f}% of the {set_bytes} input bytes); "
+              f"GET all {get_bytes} ({100 * get_bytes / set_bytes:.1f}%)")
+    else:
+        print("bytes through the proxy's network: not measured (run this on the proxy node, --url http://127.0.0.1:8080)")
     ident = rows[1][2]
     print(f"\ntargets: identity p50 <= 2x GET: {'met' if ident <= 2 else 'MISSED'} ({ident:.2f}x); "
-          f">= 60 small jobs/s: {'met' if rate >= 60 else 'MISSED'} ({rate:.0f}/s)")
+          f">= 60 small jobs/s: {'met' if rate >= 60 else 'MISSED'} ({rate:.0f}/s); "
+          f"colocation 100%: {'met' if near == len(colocated) else 'MISSED'}"
+          + (f"; MapReduce bytes <= 10% of input: {'met' if job_bytes <= set_bytes / 10 else 'MISSED'}"
+             if on_proxy else ""))
 
 
 if __name__ == "__main__":

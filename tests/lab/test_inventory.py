@@ -98,3 +98,19 @@ def test_the_vagrantfile_stops_on_the_same_malformed_inventory(tmp_path, case):
     assert result.returncode != 0
     assert expected in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_the_all_in_one_lab_differs_from_the_lab_in_its_swift_nodes_only():
+    lab = inventory.load()
+    aio = inventory.load(inventory.DEFAULT_INVENTORY.parents[1] / "lab-aio" / "hosts.yml")
+
+    def not_swift(which):
+        return [(m.name, m.address, m.memory, m.cpus, m.groups, m.vars) for m in which.machines
+                if not {"swift_proxy", "swift_storage"} & set(m.groups)]
+
+    assert not_swift(aio) == not_swift(lab)
+    assert aio.vars == lab.vars
+    # one host in both tiers: an all-in-one, at the cluster's proxy address
+    (swift1,) = aio.group("swift_storage")
+    assert swift1.groups == ["swift_proxy", "swift_storage"]
+    assert swift1.address == lab.group("swift_proxy")[0].address

@@ -740,10 +740,16 @@ def test_the_swift_benchmark_runs_on_the_node_in_a_quick_mode(host):
     local count), and here it must get through them and print its table."""
     bench = Path(__file__).resolve().parents[3] / "benchmarks" / "swift.py"
     subprocess.run(["podman", "cp", str(bench), f"{host.backend.name}:/tmp/zerolab-benchmark-swift.py"], check=True)
-    out = host.run("python3 /tmp/zerolab-benchmark-swift.py --runs 3 --seconds 1 --clients 2")
+    out = host.run("python3 /tmp/zerolab-benchmark-swift.py --runs 3 --seconds 1 --clients 2 --set-mb 2")
     print(out.stdout)
     assert out.rc == 0, out.stderr
     assert re.search(r"^1 MB: identity job \(cat\.wasm\)\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
+    assert re.search(r"^2 MB set: MapReduce job\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
+    # Its answers, not its times: every map node next to its object, and the
+    # proxy's bytes measured (the MapReduce's far below the download's).
+    assert re.search(r"^colocation: 24/24 map nodes ran next to their object \(100%\)", out.stdout, re.M), out.stdout
+    moved = re.search(r"^bytes through the proxy's network: MapReduce (\d+) .* GET all (\d+) ", out.stdout, re.M)
+    assert moved and int(moved.group(1)) < int(moved.group(2)), out.stdout
     assert re.search(r"^targets: identity p50 <= 2x GET: (met|MISSED)", out.stdout, re.M), out.stdout
 
 
