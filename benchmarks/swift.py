@@ -132,8 +132,12 @@ def measured_bytes(fn):
     return result, interface_bytes() - before
 
 
-def wordcount(data):
-    counts = Counter(w.lower() for w in re.findall(rb"[A-Za-z0-9']+", data))
+def wordcount(texts):
+    """The word counts of the texts together (a word never spans two), as the job prints them;
+    one text in memory at a time."""
+    counts = Counter()
+    for data in texts:
+        counts.update(w.lower() for w in re.findall(rb"[A-Za-z0-9']+", data))
     return b"".join(b"%s %d\n" % (w, n) for w, n in sorted(counts.items()))
 
 
@@ -181,7 +185,7 @@ def main():
 
     # correctness first: a benchmark of wrong answers is worthless
     assert c.job(node("id", "cat", "1mb.bin")) == one_mb
-    assert c.job(node("wc", "wordcount", "10mb.txt")) == wordcount(text)
+    assert c.job(node("wc", "wordcount", "10mb.txt")) == wordcount([text])
     assert c.job(node("hello", "hello")).strip()
 
     rows = []
@@ -191,7 +195,7 @@ def main():
     rows.append(("1 MB: identity job (cat.wasm)", statistics.median(job1), statistics.median(job1) / statistics.median(get1)))
 
     n10 = max(3, a.runs // 6)
-    get10, job10 = timed_side_by_side(lambda: wordcount(c.get("bench/10mb.txt")),
+    get10, job10 = timed_side_by_side(lambda: wordcount([c.get("bench/10mb.txt")]),
                                       lambda: c.job(node("wc", "wordcount", "10mb.txt")), n10)
     rows.append(("10 MB: GET + word count here", statistics.median(get10), None))
     rows.append(("10 MB: word count job", statistics.median(job10), statistics.median(job10) / statistics.median(get10)))
@@ -229,8 +233,7 @@ def main():
         {"name": "reduce", "exec": {"path": f"swift://{acct}/bench/wordcount.wasm", "args": "-r"},
          "devices": [{"name": "stdout"}]},
     ]
-    # Joined by newlines: a word cut at an object's end stays cut, as the map nodes see it.
-    expected = wordcount(b"\n".join(corpus.values()))
+    expected = wordcount(corpus.values())
 
     def run_mapreduce():
         status, headers, data = c.call("POST", c.path, json.dumps(mapreduce).encode(),
@@ -239,8 +242,8 @@ def main():
         return headers["x-nexe-colocated"].split(",")[:-1]
 
     def download_and_count():
-        data = b"\n".join(c.get(f"bench/{name}") for name in sorted(corpus))
-        assert wordcount(data) == expected
+        # one object at a time, as a client would (100 MB of words at once would not fit a small node)
+        assert wordcount(c.get(f"bench/{name}") for name in sorted(corpus)) == expected
         return None
 
     colocated, job_bytes = measured_bytes(run_mapreduce)
