@@ -57,6 +57,14 @@ def test_tags_select_tasks(workdir):
                          state=workdir / "state")
 
 
+def test_a_limit_converges_only_the_nodes_it_names(workdir):
+    (workdir / "hosts.yml").write_text(INVENTORY.replace("  hosts:\n", "  hosts:\n    elsewhere:\n      ansible_host: 192.0.2.1\n"))
+    (workdir / "tiny.yml").write_text(PLAYBOOK)
+    # Without the limit, the unreachable host would fail the run.
+    assert ansible.playbook(workdir / "hosts.yml", workdir / "tiny.yml", step="limited", limit="localhost",
+                            state=workdir / "state") == "changed=1"
+
+
 def test_a_failed_task_is_named_with_its_host(workdir, capsys):
     (workdir / "fails.yml").write_text(PLAYBOOK.replace("tags: [never, broken]", "tags: [always]"))
     with pytest.raises(LabError) as raised:

@@ -94,3 +94,11 @@ def test_up_and_smoke_take_json():
     for command in ("up", "smoke"):
         result = _lab(command, "--help")
         assert result.returncode == 0 and "--json" in result.stdout
+
+
+def test_a_limit_with_vagrant_is_refused_in_one_line():
+    result = _lab("up", "--vagrant", "--limit", "swift", "--no-smoke")
+    assert result.returncode == 1
+    # the last line (scripts/lab's bootstrap check prints its own lines first)
+    assert result.stderr.strip().splitlines()[-1] == \
+        "lab up: up: --limit (swift) is for the container lab; with --vagrant, name the machines: NODE..."

@@ -85,8 +85,8 @@ class _Progress:
 
 
 def playbook(inventory_path: Path | str, path: Path | str, *, step: str, extravars: Mapping[str, Any] | None = None,
-             tags: str | None = None, env: Mapping[str, str] | None = None, log_name: str | None = None,
-             ssh: str = "scripts/lab ssh", state: Path = STATE) -> str:
+             tags: str | None = None, limit: str | None = None, env: Mapping[str, str] | None = None,
+             log_name: str | None = None, ssh: str = "scripts/lab ssh", state: Path = STATE) -> str:
     """Run a playbook, show its play and task names as they start, keep the rest in a log.
 
     Returns what the playbook says it proved (`set_stats` of PROVED_STAT, as
@@ -113,6 +113,7 @@ def playbook(inventory_path: Path | str, path: Path | str, *, step: str, extrava
             inventory=str(Path(inventory_path).resolve()),
             extravars=dict(extravars or {}),
             tags=tags,
+            limit=limit,
             # ansible.cfg's fact cache, not one in ansible-runner's artifacts.
             fact_cache_type=None,
             # A log to read, not to replay on a terminal.

@@ -48,6 +48,8 @@ def main(argv=None):
     up_parser.add_argument("--no-smoke", action="store_true", help="stop after the converge")
     up_parser.add_argument("--vagrant", action="store_true", help="Vagrant VMs (libvirt) instead of containers")
     up_parser.add_argument("--json", action="store_true", help="the table of steps as JSON on standard output")
+    up_parser.add_argument("--limit", metavar="PATTERN",
+                           help="containers: converge only the nodes of this Ansible host pattern (e.g. sandbox:swift)")
     up_parser.add_argument("nodes", nargs="*", metavar="NODE", help="with --vagrant: only these machines")
     up_parser.set_defaults(func=up)
     status_parser = commands.add_parser("status", help="each node's name, groups, address, state")

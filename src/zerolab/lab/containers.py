@@ -147,10 +147,10 @@ def wait_for_ssh(lab, deadline_seconds=90):
     return f"{len(lab.machines)} nodes answer"
 
 
-def ansible_playbook(lab, path, *, step, tags=None):
+def ansible_playbook(lab, path, *, step, tags=None, limit=None):
     # The lab's key, so that Ansible logs in as the admin user, as on bare metal.
     return ansible.playbook(lab.path, path, extravars={"ansible_ssh_private_key_file": str(SSH_KEY)}, tags=tags,
-                            step=step)
+                            limit=limit, step=step)
 
 
 def smoke(lab, timeline):
@@ -172,7 +172,8 @@ def up(args, lab):
         timeline.run("networks", networks, lab)
         timeline.run("containers", start_containers, lab, image)
         timeline.run("ssh", wait_for_ssh, lab)
-        timeline.run("converge site.yml", ansible_playbook, lab, "site.yml", step="converge site.yml")
+        timeline.run("converge site.yml", ansible_playbook, lab, "site.yml", step="converge site.yml",
+                     limit=args.limit)
         if not args.no_smoke:
             smoke(lab, timeline)
     return 0

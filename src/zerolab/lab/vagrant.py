@@ -172,6 +172,8 @@ def selected(args, lab):
 
 
 def up(args, lab):
+    if getattr(args, "limit", None):
+        raise LabError(f"up: --limit ({args.limit}) is for the container lab; with --vagrant, name the machines: NODE...")
     machines = selected(args, lab)
     names = [m.name for m in machines]
     with shown_timeline(args.json) as timeline:
