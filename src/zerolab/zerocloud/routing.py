@@ -48,6 +48,8 @@ REPLY_PIECE = 64 << 10
 ERROR_BODY = 1000
 # A device of the ring: "ip", "port", "device" and more, as Swift's rings give them.
 RingNode = Mapping[str, Any]
+# Shuffles the replicas where no Swift proxy application orders them.
+REPLICA_SHUFFLE = random.Random()
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class ReplicaRouter:
         if hasattr(self.proxy_app, "sort_nodes"):
             return list(self.proxy_app.sort_nodes(list(nodes), policy=policy))
         shuffled = list(nodes)
-        random.shuffle(shuffled)
+        REPLICA_SHUFFLE.shuffle(shuffled)
         return shuffled
 
     def route(self, req: Request, local: jobs.Device | None, account: str) -> Route:
