@@ -97,10 +97,13 @@ class Client:
         return data
 
     def job(self, nodes):
+        return self.job_with_headers(nodes)[1]
+
+    def job_with_headers(self, nodes):
         status, headers, data = self.call("POST", self.path, json.dumps(nodes).encode(),
                                           {"X-Zerovm-Execute": "1.0", "Content-Type": "application/json"})
         assert status == 200, (status, data[:300])
-        return data
+        return headers, data
 
 
 def timed_side_by_side(first, second, n):
@@ -224,8 +227,9 @@ def main():
     size = int(a.set_mb * (1 << 20)) // parts
     corpus = {}
     for i in range(parts):
-        corpus[f"set-{i:02d}.txt"] = (text[i * 4099 % len(text):] + text)[:size]
-        c.put(f"bench/set-{i:02d}.txt", corpus[f"set-{i:02d}.txt"], "text/plain")
+        name = f"set-{i:02d}.txt"
+        corpus[name] = (text[i * 4099 % len(text):] + text)[:size]
+        c.put(f"bench/{name}", corpus[name], "text/plain")
     set_bytes = sum(len(t) for t in corpus.values())
     mapreduce = [
         {"name": "map", "exec": {"path": f"swift://{acct}/bench/wordcount.wasm"},
@@ -236,9 +240,8 @@ def main():
     expected = wordcount(corpus.values())
 
     def run_mapreduce():
-        status, headers, data = c.call("POST", c.path, json.dumps(mapreduce).encode(),
-                                       {"X-Zerovm-Execute": "1.0", "Content-Type": "application/json"})
-        assert status == 200 and data == expected, (status, data[:300])
+        headers, data = c.job_with_headers(mapreduce)
+        assert data == expected, data[:300]
         return headers["x-nexe-colocated"].split(",")[:-1]
 
     def download_and_count():
