@@ -51,6 +51,17 @@ def _interruptible() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _first_line(result: Any, limit: int = 300) -> str:
+    """The first line of what a failed task said: its msg, else its stderr."""
+    if not isinstance(result, dict):
+        return ""
+    for key in ("msg", "stderr", "stdout"):
+        text = result.get(key)
+        if isinstance(text, str) and text.strip():
+            return text.strip().splitlines()[0][:limit]
+    return ""
+
+
 class _Progress:
     """What the event stream tells: play and task names as they start, and where hosts failed."""
 
@@ -59,6 +70,7 @@ class _Progress:
         self.tasks: dict[str, str] = {}         # task uuid -> "TASK [role : name]", as Ansible prints it
         self.last = ""                          # the play or task that started last
         self.failed_at: dict[str, str] = {}     # host -> the task it last failed at
+        self.failed_why: dict[str, str] = {}    # host -> the first line of that failure's message
         self.custom_stats: dict[str, Any] = {}  # what the plays said with set_stats (per_host: false)
 
     def __call__(self, event: dict[str, Any]) -> bool:
@@ -73,7 +85,9 @@ class _Progress:
             self.tasks[data.get("task_uuid", "")] = f"TASK [{data.get('name') or data.get('task', '')}]"
             self.started(self.tasks[data.get("task_uuid", "")])
         elif (kind == "runner_on_failed" and not data.get("ignore_errors")) or kind == "runner_on_unreachable":
-            self.failed_at[data.get("host", "")] = self.tasks.get(data.get("task_uuid", ""), self.last)
+            host = data.get("host", "")
+            self.failed_at[host] = self.tasks.get(data.get("task_uuid", ""), self.last)
+            self.failed_why[host] = _first_line(data.get("res"))
         elif kind == "playbook_on_stats":
             self.custom_stats = dict(data.get("artifact_data") or {})
         # Kept in the artifacts: runner.stats is read from there.
@@ -133,7 +147,10 @@ def playbook(inventory_path: Path | str, path: Path | str, *, step: str, extrava
         bad = sorted({h for kind in ("failures", "dark") for h, n in stats.get(kind, {}).items() if n}) \
             or sorted(progress.failed_at)
         where = progress.failed_at.get(bad[0], progress.last) if bad else progress.last
-        raise LabError(f"{step}: {', '.join(bad) or 'a node'} failed at {where or 'start'}; "
+        # The message too: a CI log's tail may be all that a reader has.
+        why = progress.failed_why.get(bad[0], "") if bad else ""
+        raise LabError(f"{step}: {', '.join(bad) or 'a node'} failed at {where or 'start'}"
+                       f"{f' ({why})' if why else ''}; "
                        f"see {_shown(log)}, look with `{ssh} {bad[0] if bad else 'NODE'}`")
     proved = progress.custom_stats.get(PROVED_STAT)
     if isinstance(proved, str) and proved.strip():
