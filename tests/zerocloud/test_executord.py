@@ -1,6 +1,7 @@
 """The executor daemon end to end over its real unix socket, with the real sandbox
 and the C guests (built by scripts/build-guests when missing)."""
 
+import io
 import json
 import os
 import select
@@ -8,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -413,3 +415,27 @@ def test_the_disk_cache_is_pruned_oldest_first(tmp_path):
     left = sorted(p.name for p in (folder / "programs").iterdir())
     assert freed == 6000
     assert left == ["fresh", "p6", "p7", "p8", "p9"]
+
+
+def test_a_system_image_device_mounts_the_image_at_the_root(tmp_path, guests):
+    # ZeroCloud's {"name": "python"} device: the system image's files under /,
+    # read-only, whatever program the node runs.
+    tar = tmp_path / "data.tar"
+    with tarfile.open(tar, "w") as t:
+        info = tarfile.TarInfo("etc/motd")
+        info.size = len(b"from the image\n")
+        t.addfile(info, io.BytesIO(b"from the image\n"))
+    d = executord.Daemon({"data": str(tar)}, str(tmp_path / "cache"), executord.Slots(1, 1),
+                         worker_data_limit=1 << 30)
+    server = executord.serve_in_thread(d, str(tmp_path / "executor.sock"))
+    try:
+        request = {"op": "run", "program": {"payload": 0}, "args": ["cat", "/etc/motd"], "outputs": OUTS,
+                   "images": [{"sysimage": "data"}]}
+        reply, out = call(str(tmp_path / "executor.sock"), request, [(guests / "cat.wasm").read_bytes()])
+        assert reply["report"]["exit_code"] == 0, reply
+        assert out[0] == b"from the image\n"
+        reply, _ = call(str(tmp_path / "executor.sock"), {**request, "images": [{"sysimage": "nosuch"}]},
+                        [(guests / "cat.wasm").read_bytes()])
+        assert reply["status"] == "bad-request" and "unknown system image 'nosuch'" in reply["reason"]
+    finally:
+        executord.stop_serving(server, d)

@@ -88,7 +88,11 @@ def test_script_post():
                  {"name": "b", "exec": {"path": WC}, "connect": ["a"]}]).encode(), 400, "cycle"),
     (json.dumps([{"name": "a", "exec": {"path": WC}}, {"name": "a", "exec": {"path": WC}}]).encode(),
      400, "more than once"),
-    (json.dumps([{"name": "a", "exec": {"path": WC}, "colour": 1}]).encode(), 400, "unknown key"),
+    (json.dumps([{"name": "a", "exec": {"path": WC}, "replicate": 3}]).encode(), 400, "replicate 3 is not supported"),
+    (json.dumps([{"name": "a", "exec": {"path": WC}, "location": "rack1"}]).encode(), 400, "location is not supported"),
+    (json.dumps([{"name": "a b", "exec": {"path": WC}}]).encode(), 400, "without space"),
+    (json.dumps([{"name": "a,b", "exec": {"path": WC}}]).encode(), 400, "without space, ','"),
+    (json.dumps([{"name": "a", "exec": {"path": WC, "args": "x"}, "args": "y"}]).encode(), 400, "args is given twice"),
     (json.dumps([{"name": "a", "exec": {"path": WC}, "devices": [
         {"name": "stdout", "path": "swift://AUTH_test/o/*"}]}]).encode(), 400, "needs a wildcard input"),
 ])

@@ -41,7 +41,7 @@ def full_request():
         env={"LANG": "C"}, timeout=10, memory=1 << 28, max_input=1 << 30,
         inputs=(protocol.InputChannel("/dev/stdin", fd=0), protocol.InputChannel("/script", payload=1)),
         outputs=(protocol.OutputChannel("/dev/stdout", 100), protocol.OutputChannel("/dev/stderr")),
-        images=(protocol.ExtraImage(2),))
+        images=(protocol.ExtraImage(2), protocol.ExtraImage(sysimage="python")))
 
 
 def on_the_wire(message, payloads=3):

@@ -331,6 +331,8 @@ BAD_JOBS = {
     "unknown system image": (json.dumps([{"name": "n", "exec": {"path": "file://nosuch:python"}}]).encode(),
                              400, "unknown system image"),
     "oversized job": (b"[]", 413, "zerovm_maxconfig"),
+    "replicate 3": (json.dumps([{**cat_job("swift://AUTH_test/zc/part-1.txt")[0], "replicate": 3}]).encode(),
+                    400, "replicate 3 is not supported"),
 }
 PAD = {"oversized job": 70000}   # bytes of spaces the client puts inside that body
 SCENARIOS = {
@@ -356,6 +358,16 @@ SCENARIOS = {
          "connect": ["reduce"]},
         {"name": "reduce", "exec": {"path": WORDCOUNT, "args": "-r"}, "devices": [{"name": "stdout"}]},
     ])],
+    # As ZeroCloud's docs write a job: a system image device, a name with "-",
+    # args beside exec, the caller's own account as ".", replicate 0, a key
+    # zerolab does not know; meta on an output, min_size on another.
+    "zerocloud's own job": [
+        job([{"name": "my-job", "exec": {"path": "swift://./zcbin/cat.wasm"}, "args": "/lib/python3.11/this.py",
+              "replicate": 0, "priority": 5,
+              "devices": [{"name": "python"}, {"name": "stdin", "path": "swift://~/zc/part-1.txt"},
+                          {"name": "stdout", "path": "swift://./zc/zen.out", "meta": {"Made-By": "zerolab"}},
+                          {"name": "stderr", "path": "swift://./zc/zen.err", "min_size": 1}]}]),
+        req("GET", "/zc/zen.out"), req("GET", "/zc/zen.err")],
     "endless loop": [job(cat_job("swift://AUTH_test/zc/part-1.txt", "swift://AUTH_test/zcbin/misbehave.wasm",
                                  "loop")), STILL_SERVES],
     "no token": [req("POST", PROXY + "/v1/AUTH_test", b"#!file://python:python\nprint(1)\n", SCRIPT, user=None)],
@@ -418,6 +430,18 @@ def test_python_script_post_to_an_object_reads_it_as_stdin(replies):
     (r,) = replies["script on object"]
     assert r.status == 200, r
     assert int(r.body) == len(TEXTS[2].split())
+
+
+def test_a_job_as_zerocloud_wrote_it(replies):
+    r, out, err = replies["zerocloud's own job"]
+    assert r.status == 200, r
+    assert r.headers["x-nexe-system"] == "my-job"
+    assert r.headers["x-zerovm-ignored"] == "my-job: priority"
+    # cat read the file from the python system image, mounted at /
+    assert out.status == 200 and out.body.startswith(b's = """Gur Mra bs Clguba'), out
+    assert out.headers["x-object-meta-made-by"] == "zerolab"
+    # an empty stderr is shorter than its min_size: not stored
+    assert err.status == 404, err
 
 
 def test_mapreduce_wordcount_equals_local_count(replies):

@@ -176,6 +176,7 @@ class JobRun:
             source = protocol.ProgramSource(image=program.image, path=program.path)
         argv0 = inst.node.exec_name or inst.name
         target = None
+        images += [protocol.ExtraImage(sysimage=dev.name) for dev in inst.devices if dev.sysimage]
         for dev in inst.readable():
             if dev.data is not None:
                 payloads.append(dev.data)
@@ -356,8 +357,10 @@ class JobRun:
             if dev.path is None:
                 continue
             output = result.outputs.get(dev.alias)
+            if (len(output) if output is not None else 0) < dev.min_size:
+                continue   # ZeroCloud's min_size: a shorter output is not kept
             resp = self.objects.store(self.req, dev.path, output.reader() if output is not None else io.BytesIO(),
-                                      len(output) if output is not None else 0, dev.content_type)
+                                      len(output) if output is not None else 0, dev.content_type, dev.meta)
             if not is_success(resp.status_int):
                 status = resp.status_int if resp.status_int < 500 else 503
                 result.fail(status, f"node {result.inst.name!r}: cannot write {dev.path}: {resp.status}")

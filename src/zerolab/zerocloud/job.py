@@ -48,11 +48,22 @@ READABLE = ("stdin", "input", "image", "script")
 WRITABLE = ("stdout", "stderr", "output")
 # Devices whose object decides where a node runs (image and script never do).
 COLOCATING = ("stdin", "input")
+# The keys of ZeroCloud's job description.  ZeroCloud ignored any other key,
+# and so does zerolab, but it names them in X-Zerovm-Ignored (never silence).
 NODE_KEYS = {"name", "exec", "devices", "file_list", "count", "connect", "replicate", "attach",
-             "location"}
+             "location", "args"}
 EXEC_KEYS = {"path", "name", "args", "env"}
 DEVICE_KEYS = {"name", "device", "path", "content_type", "meta", "mode", "min_size"}
-NAME = re.compile(r"[A-Za-z0-9_]{1,64}")          # fullmatch: "$" would let a trailing newline in
+# ZeroCloud took any name without control characters.  Names also become
+# channel paths (/dev/in-NAME) and comma-joined header values, and headers
+# are Latin-1: printable ASCII without space, "," and "/".
+NAME = re.compile(r"[!-+\-.0-~]{1,64}")          # fullmatch: "$" would let a trailing newline in
+# swift://./c/o and swift://~/c/o: the account the job was POSTed to.
+OWN_ACCOUNT = (".", "~")
+MAX_META = 32           # X-Object-Meta-* items per output device (Swift allows 90 per object)
+MAX_META_NAME = 128     # Swift's own limits (constraints.py)
+MAX_META_VALUE = 256
+META_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 CONNECT_PREFIX = "/dev/in-"
 
@@ -139,13 +150,19 @@ class SwiftPath:
     obj: str
 
     @classmethod
-    def parse(cls, text: str, what: str) -> SwiftPath:
+    def parse(cls, text: str, what: str, own_account: str | None = None) -> SwiftPath:
+        """``own_account`` stands for ``.`` and ``~`` as the account (ZeroCloud's
+        "the caller's own"); without it they are refused."""
         if not text.startswith("swift://"):
             raise bad(f"{what}: {text!r:.200} is not a swift://account/container/object path")
         parts = text[len("swift://"):].split("/", 2)
         if len(parts) != 3 or not all(parts):
             raise bad(f"{what}: {text!r:.200} must name an object: swift://account/container/object")
         account, container, obj = parts
+        if account in OWN_ACCOUNT:
+            if own_account is None:
+                raise bad(f"{what}: {text!r:.200}: no account to stand for {account!r} here; name the account")
+            account = own_account
         if "*" in account or "*" in container:
             raise bad(f"{what}: wildcards are only allowed in the object name: {text!r:.200}")
         if CONTROL.search(text):
@@ -193,11 +210,11 @@ class Program:
         return str(self.swift) if self.swift else f"file://{self.image}:{self.path}"
 
 
-def parse_program(text: object, sysimages: AbstractSet[str], what: str) -> Program:
+def parse_program(text: object, sysimages: AbstractSet[str], what: str, own_account: str | None = None) -> Program:
     if not isinstance(text, str) or not text:
         raise bad(f"{what}: exec.path must be a non-empty string")
     if text.startswith("swift://"):
-        path = SwiftPath.parse(text, what)
+        path = SwiftPath.parse(text, what, own_account)
         if path.wildcard:
             raise bad(f"{what}: exec.path cannot contain a wildcard")
         return Program(swift=path)
@@ -219,10 +236,13 @@ class Device:
     path: SwiftPath | None = None
     content_type: str | None = None
     data: bytes | None = None     # a readable device filled from the request (script POST)
+    meta: dict[str, str] = field(default_factory=dict)   # X-Object-Meta-* of a stored output
+    min_size: int = 0             # an output shorter than this is neither stored nor returned
+    sysimage: bool = False        # a system image by name ({"name": "python"}): mounted at /
 
     @property
     def alias(self) -> str:
-        return DEVICE_ALIASES[self.name]
+        return DEVICE_ALIASES.get(self.name, f"/dev/{self.name}")
 
 
 @dataclass
@@ -237,6 +257,8 @@ class Node:
     count: int = 1
     connect: list[str] = field(default_factory=list)
     exec_name: str | None = None
+    attach: str | None = None     # the device whose object the node runs next to (None: the first readable)
+    ignored: list[str] = field(default_factory=list)   # keys ZeroCloud would have ignored too
 
     def device(self, name: str) -> Device | None:
         for d in self.devices:
@@ -264,7 +286,10 @@ class Instance:
 
     @property
     def colocate(self) -> Device | None:
-        """The device whose object this instance should run next to."""
+        """The device whose object this instance should run next to: the one
+        ``attach`` names, else stdin, else input."""
+        if self.node.attach is not None:
+            return next((d for d in self.devices if d.name == self.node.attach), None)
         for name in COLOCATING:
             d = next((d for d in self.devices if d.name == name), None)
             if d is not None and d.path is not None:
@@ -287,8 +312,11 @@ def nesting_depth(text: str) -> int:
     return max(accumulate(map(BRACKET_STEP.__getitem__, brackets), initial=0))
 
 
-def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64) -> list[Node]:
-    """A JSON job description -> its nodes, validated.  Raises JobError."""
+def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64, own_account: str | None = None) -> list[Node]:
+    """A JSON job description -> its nodes, validated.  Raises JobError.
+
+    ``own_account`` is the account the job was POSTed to: swift://./ and
+    swift://~/ paths name it."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -315,39 +343,47 @@ def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64) -> list
         raise bad("job description must be a non-empty JSON list of nodes")
     if len(doc) > max_nodes:
         raise too_many_nodes(f"job has {len(doc)} nodes, more than zerovm_maxnodes ({max_nodes})")
-    nodes = [parse_node(n, i, sysimages, max_nodes) for i, n in enumerate(doc)]
+    nodes = [parse_node(n, i, sysimages, max_nodes, own_account) for i, n in enumerate(doc)]
     names: set[str] = set()
     for n in nodes:
         if n.name in names:
             raise bad(f"node name {n.name!r} is used more than once")
         names.add(n.name)
+    check_instance_names(nodes)
     check_connections(nodes)
     # Before any container is listed: a count alone can be over the limit.
     check_fixed_instances(nodes, max_nodes)
     return nodes
 
 
-def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: int = 64) -> Node:
+def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: int = 64,
+               own_account: str | None = None) -> Node:
     where = f"node {index + 1}"
     if not isinstance(raw, dict):
         raise bad(f"{where}: must be a JSON object")
-    unknown = sorted(set(raw) - NODE_KEYS)
-    if unknown:
-        raise bad(f"{where}: unknown key(s) {shown(unknown)}")
     name = raw.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise bad(f"{where}: name must be 1-64 letters, digits or _ (got {name!r:.80})")
+        raise bad(f"{where}: name must be 1-64 printable ASCII characters without space, ',' or '/' "
+                  f"(got {name!r:.80})")
     where = f"node {name!r}"
-    if raw.get("replicate", 1) != 1:
-        raise bad(f"{where}: replicate other than 1 is not supported")
+    ignored = [f"{name}: {key}" for key in sorted(set(raw) - NODE_KEYS)]
+    replicate = raw.get("replicate", 1)
+    # ZeroCloud: 1 (its default) and 0 both mean one copy of the node.
+    if replicate not in (0, 1) or isinstance(replicate, bool):
+        raise bad(f"{where}: replicate {replicate!r:.40} is not supported: zerolab runs each node once "
+                  f"(use 0 or 1)")
+    if raw.get("location") is not None:
+        raise bad(f"{where}: location is not supported: zerolab places each node next to its own data; "
+                  f"leave location out")
     ex = raw.get("exec")
     if not isinstance(ex, dict):
         raise bad(f"{where}: exec must be an object with a path")
-    unknown = sorted(set(ex) - EXEC_KEYS)
-    if unknown:
-        raise bad(f"{where}: unknown exec key(s) {shown(unknown)}")
-    program = parse_program(ex.get("path"), sysimages, where)
-    args = ex.get("args", "")
+    ignored += [f"{name}: exec.{key}" for key in sorted(set(ex) - EXEC_KEYS)]
+    program = parse_program(ex.get("path"), sysimages, where, own_account)
+    # ZeroCloud's Servlets doc shows args beside exec as well as in it.
+    if "args" in raw and "args" in ex:
+        raise bad(f"{where}: args is given twice, in exec and beside it; keep one")
+    args = ex["args"] if "args" in ex else raw.get("args", "")
     if isinstance(args, list) and all(isinstance(a, str) for a in args):
         arg_list = list(args)
     elif isinstance(args, str):
@@ -379,13 +415,16 @@ def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: 
     if not isinstance(raw_devices, list):
         raise bad(f"{where}: devices must be a list")
     # Each device may be declared once, so there can be no more than there are names.
-    if len(raw_devices) > len(DEVICE_ALIASES):
-        raise bad(f"{where}: {len(raw_devices)} devices, more than the {len(DEVICE_ALIASES)} device names "
-                  f"({', '.join(DEVICE_ALIASES)})")
+    most = len(DEVICE_ALIASES) + len(sysimages)
+    if len(raw_devices) > most:
+        raise bad(f"{where}: {len(raw_devices)} devices, more than the {most} device names "
+                  f"({', '.join([*DEVICE_ALIASES, *sorted(sysimages)])})")
     devices = []
     seen: set[str] = set()
     for d in raw_devices:
-        device = parse_device(d, where)
+        device = parse_device(d, where, sysimages, own_account)
+        if not device.sysimage:
+            ignored += [f"{name}: device {device.name}.{key}" for key in sorted(set(d) - DEVICE_KEYS)]
         if device.name in seen:
             raise bad(f"{where}: device {device.name!r} is declared twice")
         seen.add(device.name)
@@ -416,26 +455,41 @@ def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: 
         raise bad(f"{where}: connect has {len(connect)} entries, more than zerovm_maxnodes ({max_nodes})")
     if len(set(connect)) != len(connect):
         raise bad(f"{where}: connect names a node more than once")
+    attach = raw.get("attach", "default")
+    if attach == "default":
+        attach = None
+    elif not isinstance(attach, str) or attach not in seen:
+        raise bad(f"{where}: attach must be \"default\" or the name of one of the node's devices "
+                  f"(got {attach!r:.80})")
+    else:
+        device = next(d for d in devices if d.name == attach)
+        if device.path is None or device.name not in READABLE:
+            raise bad(f"{where}: attach names device {attach!r}, which reads no swift:// object; "
+                      f"a node runs next to an object it reads")
     return Node(name=name, program=program, args=arg_list, env=dict(env), devices=devices,
-                count=count, connect=list(connect), exec_name=exec_name)
+                count=count, connect=list(connect), exec_name=exec_name, attach=attach, ignored=ignored)
 
 
-def parse_device(raw: object, where: str) -> Device:
+def parse_device(raw: object, where: str, sysimages: AbstractSet[str] = frozenset(),
+                 own_account: str | None = None) -> Device:
     if not isinstance(raw, dict):
         raise bad(f"{where}: each device must be a JSON object")
-    unknown = sorted(set(raw) - DEVICE_KEYS)
-    if unknown:
-        raise bad(f"{where}: unknown device key(s) {shown(unknown)}")
     name = raw.get("name", raw.get("device"))
     if name == "debug":
         raise bad(f"{where}: the debug (network) device is not supported")
+    if isinstance(name, str) and name in sysimages and name not in DEVICE_ALIASES:
+        # ZeroCloud's system image device: the image's files under /, read-only.
+        if raw.get("path") is not None:
+            raise bad(f"{where}: device {name} is a system image, which has no path; leave path out")
+        return Device(name=name, sysimage=True)
     if not isinstance(name, str) or name not in DEVICE_ALIASES:
-        raise bad(f"{where}: unknown device {name!r:.80} (allowed: {', '.join(DEVICE_ALIASES)})")
+        known = [*DEVICE_ALIASES, *sorted(sysimages)]
+        raise bad(f"{where}: unknown device {name!r:.80} (allowed: {', '.join(known)})")
     path = raw.get("path")
     if path is not None:
         if not isinstance(path, str):
             raise bad(f"{where}: device {name} path must be a string")
-        path = SwiftPath.parse(path, f"{where} device {name}")
+        path = SwiftPath.parse(path, f"{where} device {name}", own_account)
     elif name in READABLE:
         raise bad(f"{where}: device {name} is readable and needs a swift:// path")
     ctype = raw.get("content_type")
@@ -443,7 +497,57 @@ def parse_device(raw: object, where: str) -> Device:
                               or len(ctype) > MAX_CONTENT_TYPE):
         raise bad(f"{where}: device {name} content_type must be a one-line string of at most "
                   f"{MAX_CONTENT_TYPE} characters")
-    return Device(name=name, path=path, content_type=ctype)
+    # ZeroVM's channel mapping: zerolab's channels are files, ZeroCloud's default.
+    mode = raw.get("mode", "file")
+    if mode != "file":
+        raise bad(f"{where}: device {name} mode {mode!r:.40} is not supported: zerolab's channels are "
+                  f"files (mode \"file\", ZeroCloud's default)")
+    min_size = raw.get("min_size", 0)
+    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 0:
+        raise bad(f"{where}: device {name} min_size must be a whole number of bytes")
+    if min_size and name not in WRITABLE:
+        raise bad(f"{where}: device {name} is readable; min_size is for output devices")
+    meta = parse_meta(raw.get("meta", {}), f"{where} device {name}")
+    if meta and (name not in WRITABLE or path is None):
+        raise bad(f"{where}: device {name}: meta is for output devices stored at a swift:// path")
+    return Device(name=name, path=path, content_type=ctype, meta=meta, min_size=min_size)
+
+
+def parse_meta(raw: object, where: str) -> dict[str, str]:
+    """A device's ``meta``: X-Object-Meta-NAME: VALUE headers of the stored output."""
+    if not isinstance(raw, dict):
+        raise bad(f"{where}: meta must be an object of strings")
+    if len(raw) > MAX_META:
+        raise bad(f"{where}: meta has {len(raw)} items, more than {MAX_META}")
+    for key, value in raw.items():
+        if not META_NAME.fullmatch(key):
+            raise bad(f"{where}: meta name {key!r:.80} must be 1-{MAX_META_NAME} letters, digits, - or _")
+        if not isinstance(value, str) or CONTROL.search(value) or len(value) > MAX_META_VALUE:
+            raise bad(f"{where}: meta {key!r} must be a one-line string of at most {MAX_META_VALUE} characters")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise bad(f"{where}: meta {key!r} must be Latin-1 text (it becomes an HTTP header)") from None
+    return dict(raw)
+
+
+def ignored_keys(nodes: list[Node], most: int = 10) -> str:
+    """The keys ZeroCloud would have ignored, as one header value: ASCII (a
+    key is the caller's text), a few, each cut short."""
+    keys = [key for n in nodes for key in n.ignored]
+    text = ", ".join(ascii(key)[1:-1][:80] for key in keys[:most])
+    return text + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+def check_instance_names(nodes: list[Node]) -> None:
+    """A node of several instances is name-1, name-2...: no other node may be
+    called that (in ZeroCloud one silently took the other's place)."""
+    several = {n.name for n in nodes if n.count > 1 or n.wildcard_device is not None}
+    for n in nodes:
+        base, dash, number = n.name.rpartition("-")
+        if dash and number.isdigit() and base in several:
+            raise bad(f"node name {n.name!r} is the name of an instance of node {base!r} "
+                      f"({base}-1, {base}-2...); rename one of them")
 
 
 def check_connections(nodes: list[Node]) -> None:
@@ -506,7 +610,8 @@ def check_fixed_instances(nodes: list[Node], max_nodes: int) -> None:
 
 
 # -------------------------------------------------------------------- script
-def parse_script(body: bytes, sysimages: AbstractSet[str], stdin: SwiftPath | None = None) -> list[Node]:
+def parse_script(body: bytes, sysimages: AbstractSet[str], stdin: SwiftPath | None = None,
+                 own_account: str | None = None) -> list[Node]:
     """A POSTed script whose first line is ``#!file://IMAGE:PATH [args]`` (or
     ``#!swift://...``): one node running the interpreter on ``/script``, with
     the object as stdin when the POST went to an object."""
@@ -522,7 +627,7 @@ def parse_script(body: bytes, sysimages: AbstractSet[str], stdin: SwiftPath | No
         raise bad("the #! line names no interpreter")
     if len(words) > MAX_ARGS:
         raise bad(f"the #! line has {len(words)} words, more than {MAX_ARGS}")
-    program = parse_program(words[0], sysimages, "script")
+    program = parse_program(words[0], sysimages, "script", own_account)
     name = (program.path or (program.swift.obj if program.swift else "")).rsplit("/", 1)[-1] or "script"
     devices = [Device("script", data=body), Device("stdout"), Device("stderr")]
     if stdin is not None:

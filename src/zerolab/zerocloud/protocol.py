@@ -372,15 +372,21 @@ class OutputChannel:
 
 @dataclass(frozen=True)
 class ExtraImage:
-    """A tar image (a payload) mounted at / besides the program's own."""
+    """A tar image mounted at / besides the program's own: a payload, or
+    one of the executor's system images by name."""
 
-    payload: int
+    payload: int | None = None
+    sysimage: str | None = None
 
     def to_wire(self) -> Header:
-        return {"payload": self.payload}
+        if self.payload is not None:
+            return {"payload": self.payload}
+        return {"sysimage": self.sysimage}
 
     @classmethod
     def from_wire(cls, raw: object, payloads: int) -> ExtraImage:
+        if isinstance(raw, dict) and "sysimage" in raw:
+            return cls(sysimage=WireObject(raw, "image", required=("sysimage",)).text("sysimage"))
         return cls(_payload_index(WireObject(raw, "image", required=("payload",)), payloads))
 
 

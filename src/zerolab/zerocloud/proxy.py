@@ -176,14 +176,19 @@ class ProxyQueryMiddleware:
         if ctype in JSON_TYPES:
             if container:
                 raise JobError(400, "POST a JSON job description to /v1/<account>, not to an object")
-            nodes = jobs.parse(body, self.config.sysimages, self.config.max_nodes)
+            nodes = jobs.parse(body, self.config.sysimages, self.config.max_nodes, own_account=account)
         elif ctype in TAR_TYPES:
             raise JobError(400, "POSTing a ZeroVM image (tar) is not supported; POST a JSON job description")
         else:
             stdin = SwiftPath(account, container, obj) if obj else None
-            nodes = jobs.parse_script(body, self.config.sysimages, stdin)
+            nodes = jobs.parse_script(body, self.config.sysimages, stdin, own_account=account)
         stages = jobs.expand(nodes, lambda path: self.objects.list_objects(req, path), self.config.max_nodes)
-        return JobRun(req, self.config, self.objects, self.router, self.object_servers).run(stages, started)
+        resp = JobRun(req, self.config, self.objects, self.router, self.object_servers).run(stages, started)
+        # What ZeroCloud would have ignored too, said rather than silently dropped.
+        ignored = jobs.ignored_keys(nodes)
+        if ignored:
+            resp.headers["X-Zerovm-Ignored"] = ignored
+        return resp
 
     def read_body(self, req: Request) -> bytes:
         try:

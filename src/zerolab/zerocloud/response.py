@@ -216,7 +216,7 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
             for dev in r.inst.writable():
                 if dev.path is None:
                     output = r.outputs.get(dev.alias)
-                    if output is not None and output.length:
+                    if output is not None and output.length and output.length >= dev.min_size:
                         body.append(output)
                     ctype = ctype or dev.content_type
         resp = Response(status=200, app_iter=OutputStream(body, spools), content_type=ctype or "text/plain")

@@ -303,8 +303,11 @@ class CallerSubrequests:
             marker = page[-1]
         return names
 
-    def store(self, req: Request, path: SwiftPath, body: Readable, length: int, content_type: str | None) -> Response:
+    def store(self, req: Request, path: SwiftPath, body: Readable, length: int, content_type: str | None,
+              meta: Mapping[str, str] | None = None) -> Response:
         """Writes one output (``length`` bytes read from ``body`` as they are
-        sent on), as the caller: the response says whether it could."""
-        headers = {"Content-Type": content_type or self.config.default_content_type}
+        sent on), as the caller, with the device's ``meta`` as X-Object-Meta-*
+        headers: the response says whether it could."""
+        headers = {"Content-Type": content_type or self.config.default_content_type,
+                   **{f"X-Object-Meta-{name}": value for name, value in (meta or {}).items()}}
         return self.sub(req, "PUT", path, body=body, length=length, headers=headers)

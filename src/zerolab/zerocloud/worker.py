@@ -119,7 +119,14 @@ class JobRunner:
         try:
             program, images = self.program(request.program, payloads)
             for extra in request.images:
-                images.append((self.stored(payloads[extra.payload], "images"), "/"))
+                if extra.payload is not None:
+                    images.append((self.stored(payloads[extra.payload], "images"), "/"))
+                    continue
+                tar = self.sysimages.get(extra.sysimage or "")
+                if tar is None:
+                    raise ValueError(f"unknown system image {extra.sysimage!r}")
+                if (tar, "/") not in images:   # the program's own image already is
+                    images.append((tar, "/"))
         except LookupError as e:
             return protocol.RunReply(failed(exit_status.INVALID_PROGRAM, str(e))), []
         except ValueError as e:
