@@ -253,3 +253,20 @@ def test_programs_count_once_per_job_and_the_cache_is_bounded_in_bytes(zc, monke
         for i in range(8, 11):
             mw.objects.program(None, cost, SwiftPath("a", "bin", f"p{i}.wasm"), "node")
     assert e.value.status == 413 and "zerovm_maxjobinput" in e.value.reason
+
+
+# ------------------------------------------------------- what ZeroCloud also had
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
+def test_execute_on_another_method_is_400_not_the_object_itself(zc, method):
+    # ZeroCloud's open/1.0 GET ran a program; passing the GET on would answer
+    # with the object, a silent and different answer.
+    status, body = call(middleware(zc), {"REQUEST_METHOD": method, "HTTP_X_ZEROVM_EXECUTE": "open/1.0",
+                                         "PATH_INFO": "/v1/AUTH_test/c/o"})
+    assert status.startswith("400")
+    assert "open/1.0 GET execution is not supported" in body and body.count("\n") == 1
+
+
+def test_x_zerovm_source_is_400(zc):
+    status, body = call(middleware(zc), {"PATH_INFO": "/v1/AUTH_test", "HTTP_X_ZEROVM_SOURCE": "swift://a/c/job.json"})
+    assert status.startswith("400")
+    assert body == "X-Zerovm-Source is not supported: POST the job description itself\n"

@@ -368,6 +368,7 @@ SCENARIOS = {
                           {"name": "stdout", "path": "swift://./zc/zen.out", "meta": {"Made-By": "zerolab"}},
                           {"name": "stderr", "path": "swift://./zc/zen.err", "min_size": 1}]}]),
         req("GET", "/zc/zen.out"), req("GET", "/zc/zen.err")],
+    "open/1.0 GET": [req("GET", "/zc/part-1.txt", None, {"X-Zerovm-Execute": "open/1.0"}), STILL_SERVES],
     "endless loop": [job(cat_job("swift://AUTH_test/zc/part-1.txt", "swift://AUTH_test/zcbin/misbehave.wasm",
                                  "loop")), STILL_SERVES],
     "no token": [req("POST", PROXY + "/v1/AUTH_test", b"#!file://python:python\nprint(1)\n", SCRIPT, user=None)],
@@ -442,6 +443,12 @@ def test_a_job_as_zerocloud_wrote_it(replies):
     assert out.headers["x-object-meta-made-by"] == "zerolab"
     # an empty stderr is shorter than its min_size: not stored
     assert err.status == 404, err
+
+
+def test_an_open_get_is_refused_not_answered_with_the_object(replies):
+    refused, plain = replies["open/1.0 GET"]
+    assert refused.status == 400 and b"open/1.0 GET execution is not supported" in refused.body, refused
+    assert plain.status == 200, plain
 
 
 def test_mapreduce_wordcount_equals_local_count(replies):

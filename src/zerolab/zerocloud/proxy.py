@@ -139,8 +139,14 @@ class ProxyQueryMiddleware:
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if env.get("REQUEST_METHOD") != "POST" or "HTTP_X_ZEROVM_EXECUTE" not in env:
+        if "HTTP_X_ZEROVM_EXECUTE" not in env:
             return self.app(env, start_response)
+        if env.get("REQUEST_METHOD") != "POST":
+            # ZeroCloud's open/1.0 GET ran a program on the object: answering
+            # with the object itself would be a silent, different answer.
+            method = str(env.get("REQUEST_METHOD"))[:16]
+            return text(400, f"X-Zerovm-Execute on a {method!a}: zerolab runs jobs POSTed with "
+                             f"X-Zerovm-Execute: 1.0 (open/1.0 GET execution is not supported)")(env, start_response)
         req = Request(env)
         started = time.time()
         try:
@@ -166,6 +172,8 @@ class ProxyQueryMiddleware:
             raise JobError(400, f"POST a job to /v1/<account> (got {req.path})") from None
         if container and not obj:
             raise JobError(400, "POST a job to /v1/<account>, or a script to /v1/<account>/<container>/<object>")
+        if "X-Zerovm-Source" in req.headers:
+            raise JobError(400, "X-Zerovm-Source is not supported: POST the job description itself")
         authorize = req.environ.get("swift.authorize")
         if authorize is not None:
             denied = authorize(req)
