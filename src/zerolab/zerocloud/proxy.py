@@ -145,8 +145,10 @@ class ProxyQueryMiddleware:
             # ZeroCloud's open/1.0 GET ran a program on the object: answering
             # with the object itself would be a silent, different answer.
             method = str(env.get("REQUEST_METHOD"))[:16]
-            return text(400, f"X-Zerovm-Execute on a {method!a}: zerolab runs jobs POSTed with "
-                             f"X-Zerovm-Execute: 1.0 (open/1.0 GET execution is not supported)")(env, start_response)
+            refusal: Iterable[bytes] = text(400, f"X-Zerovm-Execute on a {method!a}: zerolab runs jobs POSTed "
+                                                 f"with X-Zerovm-Execute: 1.0 (open/1.0 GET execution is not "
+                                                 f"supported)")(env, start_response)
+            return refusal
         req = Request(env)
         started = time.time()
         try:
