@@ -7,7 +7,7 @@ afterwards.  Every stand-in does what the filters rely on and nothing more."""
 import importlib
 import sys
 import types
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import pytest
 
@@ -98,6 +98,19 @@ class FakeRequest:
     @property
     def path(self):
         return env_path(self.environ)
+
+    @property
+    def method(self):
+        return self.environ["REQUEST_METHOD"]
+
+    @property
+    def query_string(self):
+        return self.environ.get("QUERY_STRING")
+
+    @property
+    def params(self):
+        """swob's: the query string as a dict, blank values kept, the last of a name winning."""
+        return dict(parse_qsl(self.environ.get("QUERY_STRING", ""), True))
 
     @property
     def content_length(self):

@@ -30,7 +30,7 @@ def call(mw, env=None):
 def test_a_bug_is_one_generic_line_with_the_transaction_id(zc, monkeypatch):
     mw = middleware(zc)
 
-    def broken(req, started):
+    def broken(req, execute, started):
         raise KeyError("/etc/swift/secret-internal-path")
     monkeypatch.setattr(mw, "handle", broken)
     status, body = call(mw)
@@ -43,7 +43,7 @@ def test_a_bug_is_one_generic_line_with_the_transaction_id(zc, monkeypatch):
 def test_a_job_error_is_its_status_and_one_line(zc, monkeypatch):
     mw = middleware(zc)
 
-    def refused(req, started):
+    def refused(req, execute, started):
         raise JobError(413, "too\nmany  things")
     monkeypatch.setattr(mw, "handle", refused)
     status, body = call(mw)
@@ -256,17 +256,19 @@ def test_programs_count_once_per_job_and_the_cache_is_bounded_in_bytes(zc, monke
 
 
 # ------------------------------------------------------- what ZeroCloud also had
-@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
-def test_execute_on_another_method_is_400_not_the_object_itself(zc, method):
-    # ZeroCloud's open/1.0 GET ran a program; passing the GET on would answer
-    # with the object, a silent and different answer.
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "POST", "DELETE"])
+def test_open_on_another_method_than_get_is_400_not_the_object_itself(zc, method):
+    # Passing it on would answer with the object (or change it): a silent
+    # and different answer from ZeroCloud's.
     status, body = call(middleware(zc), {"REQUEST_METHOD": method, "HTTP_X_ZEROVM_EXECUTE": "open/1.0",
                                          "PATH_INFO": "/v1/AUTH_test/c/o"})
     assert status.startswith("400")
-    assert "open/1.0 GET execution is not supported" in body and body.count("\n") == 1
+    assert "open/1.0 runs a program on a GET" in body and body.count("\n") == 1
 
 
-def test_x_zerovm_source_is_400(zc):
-    status, body = call(middleware(zc), {"PATH_INFO": "/v1/AUTH_test", "HTTP_X_ZEROVM_SOURCE": "swift://a/c/job.json"})
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
+def test_execute_1_0_on_another_method_than_post_is_400(zc, method):
+    status, body = call(middleware(zc), {"REQUEST_METHOD": method, "HTTP_X_ZEROVM_EXECUTE": "1.0",
+                                         "PATH_INFO": "/v1/AUTH_test/c/o"})
     assert status.startswith("400")
-    assert body == "X-Zerovm-Source is not supported: POST the job description itself\n"
+    assert "POST a job, or GET with open/1.0" in body and body.count("\n") == 1

@@ -339,16 +339,17 @@ def test_a_script_posted_to_an_object_reads_it_as_stdin(cluster):
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize("body, kwargs, status, reason", [
-    (WORDCOUNT, {"headers": {"X-Zerovm-Execute": "2.0"}}, 400, "unsupported X-Zerovm-Execute '2.0' (use 1.0)"),
+    (WORDCOUNT, {"headers": {"X-Zerovm-Execute": "2.0"}}, 400, "unsupported X-Zerovm-Execute '2.0' (use 1.0, or open/1.0 on a GET)"),
     (WORDCOUNT, {"path": "/v1/a/c"}, 400,
      "POST a job to /v1/<account>, or a script to /v1/<account>/<container>/<object>"),
     (WORDCOUNT, {"path": "/v1/a/c/o"}, 400, "POST a JSON job description to /v1/<account>, not to an object"),
-    (b"", {}, 400, "empty job: POST a JSON job description or a #! script"),
+    (b"", {}, 400, "empty job: POST a JSON job description, an app (a tar) or a #! script"),
     (b"{not json", {}, 400, None),
-    (b"x" * 70000, {}, 413, "job is 70000 bytes, more than zerovm_maxconfig (65536)"),
-    (b"x" * 70000, {"length": False}, 413, "job is more than zerovm_maxconfig (65536) bytes"),
-    (b"\0" * 10, {"content_type": "application/x-tar"}, 400,
-     "POSTing a ZeroVM image (tar) is not supported; POST a JSON job description"),
+    (b"x" * 70000, {}, 413, "the request's body is 70000 bytes, more than zerovm_maxconfig (65536)"),
+    (b"x" * 70000, {"length": False}, 413, "the request's body is more than zerovm_maxconfig (65536 bytes)"),
+    (b"\0" * 10240, {"content_type": "application/x-tar"}, 400, "the app has no boot/system.map: put its JSON "
+                                                             "job description there"),
+    (b"\1" * 10, {"content_type": "application/x-tar"}, 400, "the app is not a readable tar (ReadError)"),
     ([dict(WORDCOUNT[0], count=100)], {}, 413, None),
 ])
 def test_a_job_that_cannot_run_is_a_4xx_with_one_line(cluster, body, kwargs, status, reason):

@@ -97,13 +97,13 @@ class JobRun:
     """The stages of one job, run for the caller of ``req``."""
 
     def __init__(self, req: Request, config: ProxyConfig, objects: CallerSubrequests, router: ReplicaRouter,
-                 object_servers: ObjectServerClient):
+                 object_servers: ObjectServerClient, cost: JobCost):
         self.req = req
         self.config = config
         self.objects = objects
         self.router = router
         self.object_servers = object_servers
-        self.cost = JobCost(config.max_job_input, config.max_job_output)
+        self.cost = cost   # what the job has cost since its request came (its app, its source)
         self.spools: list[Spool] = []   # every reply kept, until the answer is closed
         # Per program path, the version this job runs, and the new one
         # fetched when the object changed under a cached version.
@@ -171,14 +171,18 @@ class JobRun:
         if program.swift is not None:
             job_program = self.job_program(program.swift, where)
             payloads.append(job_program.program.data)   # payload 0: run_again replaces it
-            source = protocol.ProgramSource(payload=0)
-        else:
-            source = protocol.ProgramSource(image=program.image, path=program.path)
         argv0 = inst.node.exec_name or inst.name
         target = None
+        user_image = None   # the payload of the node's image device
         images += [protocol.ExtraImage(sysimage=dev.name) for dev in inst.devices if dev.sysimage]
         for dev in inst.readable():
-            if dev.data is not None:
+            if dev.name == "image":   # a tar mounted at /: always sent along, never read in place
+                data = dev.data if dev.data is not None else \
+                    self.objects.fetch_input(req, cost, dev.path, where) if dev.path is not None else b""
+                payloads.append(data)
+                user_image = len(payloads) - 1
+                images.append(protocol.ExtraImage(user_image))
+            elif dev.data is not None:
                 payloads.append(dev.data)
                 inputs.append(protocol.InputChannel(dev.alias, payload=len(payloads) - 1))
             elif dev is local and dev.path is not None:   # read where it is stored: check_instance
@@ -186,10 +190,14 @@ class JobRun:
             elif dev.path is not None:   # read elsewhere: fetched here, sent along
                 data = self.objects.fetch_input(req, cost, dev.path, where)
                 payloads.append(data)
-                if dev.name == "image":
-                    images.append(protocol.ExtraImage(len(payloads) - 1))
-                else:
-                    inputs.append(protocol.InputChannel(dev.alias, payload=len(payloads) - 1))
+                inputs.append(protocol.InputChannel(dev.alias, payload=len(payloads) - 1))
+        if job_program is not None:
+            source = protocol.ProgramSource(payload=0)
+        elif program.in_user_image:
+            assert user_image is not None   # job.parse_node: such a node has an image device
+            source = protocol.ProgramSource(payload=user_image, path=program.path)
+        else:
+            source = protocol.ProgramSource(image=program.image, path=program.path)
         # No single output may be larger than what the whole job may return.
         limit = min(config.max_output, config.max_job_output)
         outputs = [protocol.OutputChannel(dev.alias, limit) for dev in inst.writable()]

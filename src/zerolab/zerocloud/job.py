@@ -58,6 +58,9 @@ DEVICE_KEYS = {"name", "device", "path", "content_type", "meta", "mode", "min_si
 # channel paths (/dev/in-NAME) and comma-joined header values, and headers
 # are Latin-1: printable ASCII without space, "," and "/".
 NAME = re.compile(r"[!-+\-.0-~]{1,64}")          # fullmatch: "$" would let a trailing newline in
+# file://image:PATH and file://PATH: a program in the node's image device
+# (a swift:// tar, or the app the job came in).
+USER_IMAGE = "image"
 # swift://./c/o and swift://~/c/o: the account the job was POSTed to.
 OWN_ACCOUNT = (".", "~")
 MAX_META = 32           # X-Object-Meta-* items per output device (Swift allows 90 per object)
@@ -200,14 +203,19 @@ class SwiftPath:
 
 @dataclass(frozen=True)
 class Program:
-    """What a node executes: a wasm object in Swift, or a file in a system image."""
+    """What a node executes: a wasm object in Swift, or a file in a tar image
+    (a system image, or the node's own: USER_IMAGE)."""
 
     swift: SwiftPath | None = None
-    image: str | None = None      # system image name (file://IMAGE:PATH)
+    image: str | None = None      # system image name, or USER_IMAGE (file://IMAGE:PATH)
     path: str | None = None       # member path inside that image
 
     def __str__(self) -> str:
         return str(self.swift) if self.swift else f"file://{self.image}:{self.path}"
+
+    @property
+    def in_user_image(self) -> bool:
+        return self.image == USER_IMAGE
 
 
 def parse_program(text: object, sysimages: AbstractSet[str], what: str, own_account: str | None = None) -> Program:
@@ -221,11 +229,15 @@ def parse_program(text: object, sysimages: AbstractSet[str], what: str, own_acco
     if text.startswith("file://"):
         rest = text[len("file://"):]
         image, sep, member = rest.partition(":")
-        if not sep or not image or not member:
-            raise bad(f"{what}: {text!r:.200}: use file://IMAGE:PATH with a system image name")
-        if image not in sysimages:
+        if not sep or "/" in image:   # file://PATH: ZeroCloud's user image, /dev/image
+            image, member = USER_IMAGE, rest
+        if not image or not member.lstrip("/"):
+            raise bad(f"{what}: {text!r:.200}: use file://IMAGE:PATH (a system image) or file://PATH "
+                      f"(the node's image)")
+        if image != USER_IMAGE and image not in sysimages:
             known = ", ".join(sorted(sysimages)) or "none configured"
-            raise bad(f"{what}: unknown system image {image!r:.80} (known: {known})")
+            raise bad(f"{what}: unknown system image {image!r:.80} (known: {known}; file://image:PATH is "
+                      f"the node's own image)")
         return Program(image=image, path=member.lstrip("/"))
     raise bad(f"{what}: exec.path {text!r:.200} must be swift://... or file://IMAGE:PATH")
 
@@ -312,11 +324,15 @@ def nesting_depth(text: str) -> int:
     return max(accumulate(map(BRACKET_STEP.__getitem__, brackets), initial=0))
 
 
-def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64, own_account: str | None = None) -> list[Node]:
+def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64, own_account: str | None = None,
+          app: bytes | None = None, posted: bytes | None = None) -> list[Node]:
     """A JSON job description -> its nodes, validated.  Raises JobError.
 
     ``own_account`` is the account the job was POSTed to: swift://./ and
-    swift://~/ paths name it."""
+    swift://~/ paths name it.  ``app`` is the tar the description came in
+    (apps.py): every node without an image device of its own mounts it.
+    ``posted`` is the request's body when the job itself came from
+    elsewhere (X-Zerovm-Source): a ``stdin`` device without a path reads it."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -343,7 +359,7 @@ def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64, own_acc
         raise bad("job description must be a non-empty JSON list of nodes")
     if len(doc) > max_nodes:
         raise too_many_nodes(f"job has {len(doc)} nodes, more than zerovm_maxnodes ({max_nodes})")
-    nodes = [parse_node(n, i, sysimages, max_nodes, own_account) for i, n in enumerate(doc)]
+    nodes = [parse_node(n, i, sysimages, max_nodes, own_account, app, posted) for i, n in enumerate(doc)]
     names: set[str] = set()
     for n in nodes:
         if n.name in names:
@@ -357,7 +373,7 @@ def parse(body: bytes, sysimages: AbstractSet[str], max_nodes: int = 64, own_acc
 
 
 def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: int = 64,
-               own_account: str | None = None) -> Node:
+               own_account: str | None = None, app: bytes | None = None, posted: bytes | None = None) -> Node:
     where = f"node {index + 1}"
     if not isinstance(raw, dict):
         raise bad(f"{where}: must be a JSON object")
@@ -422,13 +438,19 @@ def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: 
     devices = []
     seen: set[str] = set()
     for d in raw_devices:
-        device = parse_device(d, where, sysimages, own_account)
+        device = parse_device(d, where, sysimages, own_account, posted)
         if not device.sysimage:
             ignored += [f"{name}: device {device.name}.{key}" for key in sorted(set(d) - DEVICE_KEYS)]
         if device.name in seen:
             raise bad(f"{where}: device {device.name!r} is declared twice")
         seen.add(device.name)
         devices.append(device)
+    if app is not None and "image" not in seen:
+        devices.append(Device("image", data=app))
+    elif program.in_user_image and "image" not in seen:
+        raise bad(f"{where}: exec.path {program} is a file in the node's image: give the node an image "
+                  f"device with a swift:// path to a tar, or POST the job inside an app (a tar with "
+                  f"{'boot/system.map'})")
     # (device name, path) of the devices with a wildcard
     wild = [(d.name, d.path) for d in devices if d.path is not None and d.path.wildcard]
     wild_readable = [(device_name, path) for device_name, path in wild if device_name in READABLE]
@@ -471,7 +493,7 @@ def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: 
 
 
 def parse_device(raw: object, where: str, sysimages: AbstractSet[str] = frozenset(),
-                 own_account: str | None = None) -> Device:
+                 own_account: str | None = None, posted: bytes | None = None) -> Device:
     if not isinstance(raw, dict):
         raise bad(f"{where}: each device must be a JSON object")
     name = raw.get("name", raw.get("device"))
@@ -486,12 +508,16 @@ def parse_device(raw: object, where: str, sysimages: AbstractSet[str] = frozense
         known = [*DEVICE_ALIASES, *sorted(sysimages)]
         raise bad(f"{where}: unknown device {name!r:.80} (allowed: {', '.join(known)})")
     path = raw.get("path")
+    data = None
     if path is not None:
         if not isinstance(path, str):
             raise bad(f"{where}: device {name} path must be a string")
         path = SwiftPath.parse(path, f"{where} device {name}", own_account)
+    elif name == "stdin" and posted is not None:
+        data = posted   # ZeroCloud: a pathless stdin reads the request's body
     elif name in READABLE:
-        raise bad(f"{where}: device {name} is readable and needs a swift:// path")
+        also = " (or, with X-Zerovm-Source, none: it reads the POST's body)" if name == "stdin" else ""
+        raise bad(f"{where}: device {name} is readable and needs a swift:// path{also}")
     ctype = raw.get("content_type")
     if ctype is not None and (not isinstance(ctype, str) or CONTROL.search(ctype)
                               or len(ctype) > MAX_CONTENT_TYPE):
@@ -510,7 +536,7 @@ def parse_device(raw: object, where: str, sysimages: AbstractSet[str] = frozense
     meta = parse_meta(raw.get("meta", {}), f"{where} device {name}")
     if meta and (name not in WRITABLE or path is None):
         raise bad(f"{where}: device {name}: meta is for output devices stored at a swift:// path")
-    return Device(name=name, path=path, content_type=ctype, meta=meta, min_size=min_size)
+    return Device(name=name, path=path, content_type=ctype, data=data, meta=meta, min_size=min_size)
 
 
 def parse_meta(raw: object, where: str) -> dict[str, str]:
@@ -611,10 +637,11 @@ def check_fixed_instances(nodes: list[Node], max_nodes: int) -> None:
 
 # -------------------------------------------------------------------- script
 def parse_script(body: bytes, sysimages: AbstractSet[str], stdin: SwiftPath | None = None,
-                 own_account: str | None = None) -> list[Node]:
+                 own_account: str | None = None, posted: bytes | None = None) -> list[Node]:
     """A POSTed script whose first line is ``#!file://IMAGE:PATH [args]`` (or
     ``#!swift://...``): one node running the interpreter on ``/script``, with
-    the object as stdin when the POST went to an object."""
+    the object as stdin when the POST went to an object, else ``posted`` (the
+    POST's body when the script came from X-Zerovm-Source)."""
     first, _, _ = body.partition(b"\n")
     if not first.startswith(b"#!"):
         raise bad("a script must start with a #! line naming its interpreter, e.g. #!file://python:python")
@@ -628,10 +655,15 @@ def parse_script(body: bytes, sysimages: AbstractSet[str], stdin: SwiftPath | No
     if len(words) > MAX_ARGS:
         raise bad(f"the #! line has {len(words)} words, more than {MAX_ARGS}")
     program = parse_program(words[0], sysimages, "script", own_account)
+    if program.in_user_image:
+        raise bad("a script's #! line names a system image (file://IMAGE:PATH) or a swift:// program; "
+                  "a script has no image of its own")
     name = (program.path or (program.swift.obj if program.swift else "")).rsplit("/", 1)[-1] or "script"
     devices = [Device("script", data=body), Device("stdout"), Device("stderr")]
     if stdin is not None:
         devices.append(Device("stdin", path=stdin))
+    elif posted is not None:
+        devices.append(Device("stdin", data=posted))
     return [Node(name="script", program=program, args=words[1:] + ["/script"], env={},
                  devices=devices, exec_name=name)]
 

@@ -18,7 +18,7 @@ reads requests from the network: every field is checked before it is used.
 Request (proxy -> object server -> daemon -> worker)::
 
     {"op": "run",
-     "program": {"image": "python", "path": "bin/python"} | {"payload": 0},
+     "program": {"image": "python", "path": "bin/python"} | {"payload": 0} | {"payload": 2, "path": "bin/app"},
      "program_name": "swift://a/c/prog.wasm",
      "args": [...], "env": {...}, "timeout": 10, "memory": 268435456, "max_input": 1073741824,
      "inputs": [{"alias": "/dev/stdin", "fd": 0} | {"alias": "/script", "payload": 1}],
@@ -313,8 +313,10 @@ def _payload_index(obj: WireObject, payloads: int) -> int:
 
 @dataclass(frozen=True)
 class ProgramSource:
-    """What a node runs: the wasm bytes of a payload, or a program in one of
-    the executor's system images."""
+    """What a node runs: the wasm bytes of a payload, a program inside a
+    payload that is a tar image (``path`` set: a user image, ZeroCloud's
+    ``file://image:PATH``), or a program in one of the executor's system
+    images."""
 
     payload: int | None = None
     image: str | None = None
@@ -322,14 +324,14 @@ class ProgramSource:
 
     def to_wire(self) -> Header:
         if self.payload is not None:
-            return {"payload": self.payload}
+            return _without_none({"payload": self.payload, "path": self.path})
         return {"image": self.image, "path": self.path}
 
     @classmethod
     def from_wire(cls, raw: object, payloads: int) -> ProgramSource:
         if isinstance(raw, dict) and "payload" in raw:
-            obj = WireObject(raw, "program", required=("payload",))
-            return cls(payload=_payload_index(obj, payloads))
+            obj = WireObject(raw, "program", required=("payload",), optional=("path",))
+            return cls(payload=_payload_index(obj, payloads), path=obj.optional_text("path"))
         obj = WireObject(raw, "program", required=("image", "path"))
         return cls(image=obj.text("image"), path=obj.text("path"))
 

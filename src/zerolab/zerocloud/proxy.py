@@ -103,6 +103,7 @@ plus one HEAD per cached program it runs.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -111,16 +112,19 @@ from swift.common.registry import register_swift_info
 from swift.common.swob import Request, Response
 from swift.common.utils import get_logger, split_path
 
+from . import apps
 from . import job as jobs
 from .execution import JobRun
 from .job import JobError, SwiftPath
 from .proxy_config import DEFAULTS, ProxyConfig
 from .response import one_line, text
 from .routing import ObjectServerClient, ReplicaRouter
-from .subrequests import CallerSubrequests
+from .subrequests import CallerSubrequests, JobCost
 
-JSON_TYPES = ("application/json",)
-TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-ustar")
+# ZeroCloud's GET execution: the header's value, and the path that implies it.
+OPEN = "open/1.0"
+OPEN_PREFIX = "/open/"
+READ_PIECE = 1 << 16
 
 
 class ProxyQueryMiddleware:
@@ -139,20 +143,18 @@ class ProxyQueryMiddleware:
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if "HTTP_X_ZEROVM_EXECUTE" not in env:
+        execute = env.get("HTTP_X_ZEROVM_EXECUTE")
+        path = str(env.get("PATH_INFO") or "")
+        if path.startswith(OPEN_PREFIX):
+            # ZeroCloud's /open/<account>/<container>/<object>: a GET execution.
+            env["PATH_INFO"] = "/v1/" + path[len(OPEN_PREFIX):]
+            execute = OPEN
+        if execute is None:
             return self.app(env, start_response)
-        if env.get("REQUEST_METHOD") != "POST":
-            # ZeroCloud's open/1.0 GET ran a program on the object: answering
-            # with the object itself would be a silent, different answer.
-            method = str(env.get("REQUEST_METHOD"))[:16]
-            refusal: Iterable[bytes] = text(400, f"X-Zerovm-Execute on a {method!a}: zerolab runs jobs POSTed "
-                                                 f"with X-Zerovm-Execute: 1.0 (open/1.0 GET execution is not "
-                                                 f"supported)")(env, start_response)
-            return refusal
         req = Request(env)
         started = time.time()
         try:
-            resp = self.handle(req, started)
+            resp = self.handle(req, str(execute).strip(), started)
         except JobError as e:
             resp = text(e.status, one_line(e.reason))
         except Exception:
@@ -165,53 +167,141 @@ class ProxyQueryMiddleware:
         answer: Iterable[bytes] = resp(env, start_response)   # swob's Response is untyped
         return answer
 
-    def handle(self, req: Request, started: float) -> Response:
-        if req.headers["X-Zerovm-Execute"].strip() != "1.0":
-            raise JobError(400, f"unsupported X-Zerovm-Execute {req.headers['X-Zerovm-Execute']!r} (use 1.0)")
+    def handle(self, req: Request, execute: str, started: float) -> Response:
+        method = req.method[:16]
+        if execute == OPEN:
+            if method != "GET":
+                raise JobError(400, f"open/1.0 runs a program on a GET of an object, not on a {method!a} "
+                                    f"(ZeroCloud's REST methods are not supported)")
+            return self.open(req, started)
+        if execute != "1.0":
+            raise JobError(400, f"unsupported X-Zerovm-Execute {execute!r:.40} (use 1.0, or open/1.0 on a GET)")
+        if method != "POST":
+            raise JobError(400, f"X-Zerovm-Execute 1.0 on a {method!a}: POST a job, or GET with open/1.0")
         try:
             version, account, container, obj = split_path(req.path, 2, 4, True)
         except ValueError:
             raise JobError(400, f"POST a job to /v1/<account> (got {req.path})") from None
         if container and not obj:
             raise JobError(400, "POST a job to /v1/<account>, or a script to /v1/<account>/<container>/<object>")
-        if "X-Zerovm-Source" in req.headers:
-            raise JobError(400, "X-Zerovm-Source is not supported: POST the job description itself")
         authorize = req.environ.get("swift.authorize")
         if authorize is not None:
             denied = authorize(req)
             if denied is not None:
                 return denied
-        body = self.read_body(req)
+        cost = JobCost(self.config.max_job_input, self.config.max_job_output)
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype in JSON_TYPES:
+        source = req.headers.get("X-Zerovm-Source")
+        if source is not None:
             if container:
-                raise JobError(400, "POST a JSON job description to /v1/<account>, not to an object")
-            nodes = jobs.parse(body, self.config.sysimages, self.config.max_nodes, own_account=account)
-        elif ctype in TAR_TYPES:
-            raise JobError(400, "POSTing a ZeroVM image (tar) is not supported; POST a JSON job description")
+                raise JobError(400, "POST a job with X-Zerovm-Source to /v1/<account>")
+            # The job is the object; the request's body, if any, is its stdin.
+            path = jobs.SwiftPath.parse(source.strip(), "X-Zerovm-Source", own_account=account)
+            if path.wildcard:
+                raise JobError(400, "X-Zerovm-Source names one object; it cannot have a wildcard")
+            posted = self.read_body(req, cost, self.config.max_job_input, "zerovm_maxjobinput", empty=True)
+            data, ctype = self.objects.fetch_source(req, cost, path, "X-Zerovm-Source", self.config.max_nexe,
+                                                    "zerovm_maxnexe")
+            nodes = self.parse_job(data, apps.kind_of(data, ctype), account, posted=posted or None)
+        elif ctype in apps.TAR_TYPES:
+            if container:
+                raise JobError(400, "POST an app (a tar) to /v1/<account>, not to an object")
+            data = self.read_body(req, cost, self.config.max_nexe, "zerovm_maxnexe")
+            nodes = self.parse_job(data, "app", account)
         else:
-            stdin = SwiftPath(account, container, obj) if obj else None
-            nodes = jobs.parse_script(body, self.config.sysimages, stdin, own_account=account)
+            data = self.read_body(req, cost, self.config.max_config, "zerovm_maxconfig")
+            if ctype in apps.JSON_TYPES:
+                if container:
+                    raise JobError(400, "POST a JSON job description to /v1/<account>, not to an object")
+                nodes = self.parse_job(data, "job", account)
+            else:
+                stdin = SwiftPath(account, container, obj) if obj else None
+                nodes = self.parse_job(data, "script", account, stdin=stdin)
+        return self.run(req, nodes, cost, started)
+
+    def open(self, req: Request, started: float) -> Response:
+        """ZeroCloud's open/1.0: a GET of an object runs what is registered
+        for it (apps.py): the object itself when it is a program, its
+        boot/system.map when it is an app, else the account's template for
+        its content type; the answer is the job's (its stdout)."""
+        try:
+            version, account, container, obj = split_path(req.path, 4, 4, True)
+        except ValueError:
+            raise JobError(400, f"open/1.0: GET /open/<account>/<container>/<object> (got {req.path})") from None
+        if "*" in obj:
+            raise JobError(400, "open/1.0: an object whose name has * cannot be opened (it would be a wildcard)")
+        where = "open/1.0"
+        path = SwiftPath.parse(f"swift://{account}/{container}/{obj}", where)
+        cost = JobCost(self.config.max_job_input, self.config.max_job_output)
+        head = self.objects.check_readable(req, path, where)
+        ctype = str(head.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        params = {str(k): str(v) for k, v in req.params.items()}
+        if ctype in apps.PROGRAM_TYPES or obj.endswith(".wasm"):
+            program = {"name": "open", "exec": {"path": str(path), "args": params.get("args", "")},
+                       "devices": [{"name": "stdout", "content_type": params.get("content_type", "text/plain")}]}
+            nodes = self.parse_job(json.dumps([program]).encode(), "job", account)
+        elif ctype in apps.TAR_TYPES:
+            data, _ = self.objects.fetch_source(req, cost, path, where, self.config.max_nexe, "zerovm_maxnexe")
+            nodes = self.parse_job(data, "app", account)
+        else:
+            name = apps.template_path(ctype)
+            if name is None:
+                raise JobError(404, f"{where}: no application registered for content type {ctype!r:.80}")
+            registered = SwiftPath(account, apps.REGISTRY_CONTAINER, name)
+            try:
+                template, _ = self.objects.fetch_source(req, cost, registered, where, self.config.max_config,
+                                                        "zerovm_maxconfig")
+            except JobError as e:
+                if e.status != 404:
+                    raise
+                raise JobError(404, f"{where}: no application registered for {ctype}: put a job template at "
+                                    f"/v1/{account}/{apps.REGISTRY_CONTAINER}/{name}") from None
+            job = apps.fill_template(template, params, str(path), self.config.max_config)
+            nodes = self.parse_job(job, "job", account)
+        # ZeroCloud's CGI variables: what the program knows of the GET.
+        cgi = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/{account}/{container}/{obj}",
+               "QUERY_STRING": req.query_string or "", "CONTENT_TYPE": ctype}
+        for node in nodes:
+            node.env = dict(cgi, **node.env)
+        return self.run(req, nodes, cost, started)
+
+    def parse_job(self, data: bytes, kind: str, account: str, posted: bytes | None = None,
+                  stdin: SwiftPath | None = None) -> list[jobs.Node]:
+        """A job's nodes from what it came as: "job" (JSON), "app" (a tar
+        with boot/system.map, mounted by every node) or "script" (#!)."""
+        config = self.config
+        if kind == "job":
+            return jobs.parse(data, config.sysimages, config.max_nodes, own_account=account, posted=posted)
+        if kind == "app":
+            app = apps.read_app(data, config.max_nexe, config.max_config)
+            return jobs.parse(app.system_map, config.sysimages, config.max_nodes, own_account=account,
+                              app=app.image, posted=posted)
+        return jobs.parse_script(data, config.sysimages, stdin, own_account=account, posted=posted)
+
+    def run(self, req: Request, nodes: list[jobs.Node], cost: JobCost, started: float) -> Response:
         stages = jobs.expand(nodes, lambda path: self.objects.list_objects(req, path), self.config.max_nodes)
-        resp = JobRun(req, self.config, self.objects, self.router, self.object_servers).run(stages, started)
+        run = JobRun(req, self.config, self.objects, self.router, self.object_servers, cost)
+        resp = run.run(stages, started)
         # What ZeroCloud would have ignored too, said rather than silently dropped.
         ignored = jobs.ignored_keys(nodes)
         if ignored:
             resp.headers["X-Zerovm-Ignored"] = ignored
         return resp
 
-    def read_body(self, req: Request) -> bytes:
+    def read_body(self, req: Request, cost: JobCost, limit: int, option: str, empty: bool = False) -> bytes:
+        """The request's body, at most ``limit`` bytes (``option`` sets it),
+        taken from the job's input budget."""
         try:
             length = req.content_length
         except ValueError:
             raise JobError(400, "Content-Length is not a number") from None
-        if length is not None and length > self.config.max_config:
-            raise JobError(413, f"job is {length} bytes, more than zerovm_maxconfig ({self.config.max_config})")
-        body: bytes = req.environ["wsgi.input"].read(self.config.max_config + 1)
-        if len(body) > self.config.max_config:
-            raise JobError(413, f"job is more than zerovm_maxconfig ({self.config.max_config}) bytes")
-        if not body:
-            raise JobError(400, "empty job: POST a JSON job description or a #! script")
+        if length is not None and length > limit:
+            raise JobError(413, f"the request's body is {length} bytes, more than {option} ({limit})")
+        body = jobs.collect(iter(lambda: req.environ["wsgi.input"].read(READ_PIECE), b""), limit, cost.inputs)
+        if body is None:
+            raise JobError(413, f"the request's body is more than {option} ({limit} bytes)")
+        if not body and not empty:
+            raise JobError(400, "empty job: POST a JSON job description, an app (a tar) or a #! script")
         return body
 
 

@@ -197,6 +197,19 @@ class CallerSubrequests:
             raise JobError(413, f"{what}: {path} is more than {option} ({limit} bytes)")
         return data
 
+    def fetch_source(self, req: Request, cost: JobCost, path: SwiftPath, what: str, limit: int,
+                     option: str) -> tuple[bytes, str]:
+        """What a job comes from when it is not the request's body (an
+        X-Zerovm-Source, an app or a template a GET runs): its bytes, taken
+        from the job's input budget, and its content type.  The GET goes
+        through the pipeline as the caller, so Swift's own ACL check decides."""
+        resp = self.sub(req, "GET", path)
+        raise_for_read(resp, "GET", path, what)
+        data = body_of(resp, limit, cost.inputs)
+        if data is None:
+            raise JobError(413, f"{what}: {path} is more than {option} ({limit} bytes)")
+        return data, str(resp.headers.get("Content-Type") or "")
+
     def fetch_input(self, req: Request, cost: JobCost, path: SwiftPath, what: str) -> bytes:
         """An input sent along with the node: fetched once per job, however
         many instances read it."""

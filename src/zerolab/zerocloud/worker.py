@@ -102,17 +102,26 @@ class JobRunner:
     def program(self, source: protocol.ProgramSource,
                 payloads: list[bytes]) -> tuple[str, list[sandbox_executor.ImageSpec]]:
         """-> (program path for the Manifest, images to mount)."""
+        member = (source.path or "").lstrip("/")
         if source.payload is not None:
-            return self.stored(payloads[source.payload], "programs"), []
-        name, member = source.image, (source.path or "").lstrip("/")
+            if source.path is None:
+                return self.stored(payloads[source.payload], "programs"), []
+            # A program inside the job's own tar image (an app's file://image:PATH).
+            return self.member(self.stored(payloads[source.payload], "images"), member, "the user image")
+        name = source.image
         tar = self.sysimages.get(name) if name is not None else None
         if tar is None:
             raise ValueError(f"unknown system image {name!r}")
+        return self.member(tar, member, f"system image {name}")
+
+    def member(self, tar: str, member: str, what: str) -> tuple[str, list[sandbox_executor.ImageSpec]]:
+        """A program inside a tar image, looked up as a shell finds one
+        (PROGRAM_DIRS), and the image mounted at / for it."""
         image = self.executor.image(tar)
         for prefix in PROGRAM_DIRS:
             if isinstance(image.lookup(prefix + member), tarfs.File):
                 return f"{tar}/{prefix}{member}", [(tar, "/")]
-        raise LookupError(f"program {member} not found in system image {name}")
+        raise LookupError(f"program {member} not found in {what}")
 
     def run(self, request: protocol.RunRequest, payloads: list[bytes],
             fds: list[int]) -> tuple[protocol.RunReply | protocol.Refusal, list[bytes]]:
@@ -120,7 +129,9 @@ class JobRunner:
             program, images = self.program(request.program, payloads)
             for extra in request.images:
                 if extra.payload is not None:
-                    images.append((self.stored(payloads[extra.payload], "images"), "/"))
+                    image = (self.stored(payloads[extra.payload], "images"), "/")
+                    if image not in images:   # the program's own image already is
+                        images.append(image)
                     continue
                 tar = self.sysimages.get(extra.sysimage or "")
                 if tar is None:
