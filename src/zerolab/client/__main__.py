@@ -1,0 +1,7 @@
+"""``python -m zerolab.client``: the same as ``zerolab-app``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
