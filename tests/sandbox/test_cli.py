@@ -60,7 +60,9 @@ def test_seed_channel_quota_example(cli_env, python_image, tmp_path):
     manifest = (tmp_path / "manifest.1").read_text()
     assert manifest.splitlines()[:5] == ["Node = 1", "Version = 20130611", "Timeout = 50",
                                          "Memory = 4294967296,0", f"Program = {home}/boot.1"]
-    for line in [f"Channel = {home}/example.py,/dev/1.example.py,3,0,4294967296,4294967296,0,0",
+    # The post's zvsh mapped example.py read-only; zvsh later (and zerolab's)
+    # maps an @file its user may write read-write, as here.
+    for line in [f"Channel = {home}/example.py,/dev/1.example.py,3,0,4294967296,4294967296,4294967296,4294967296",
                  f"Channel = {home}/python.tar,/dev/2.python.tar,3,0,4294967296,4294967296,0,0",
                  f"Channel = {home}/file.txt,/dev/3.file.txt,3,0,4294967296,4294967296,0,0",
                  f"Channel = {home}/stdout.1,/dev/stdout,0,0,0,0,4294967296,4294967296",

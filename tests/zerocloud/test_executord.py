@@ -439,3 +439,27 @@ def test_a_system_image_device_mounts_the_image_at_the_root(tmp_path, guests):
         assert reply["status"] == "bad-request" and "unknown system image 'nosuch'" in reply["reason"]
     finally:
         executord.stop_serving(server, d)
+
+
+def test_a_program_inside_the_jobs_own_image_runs_with_the_image_at_the_root(tmp_path, guests):
+    # An app's file://image:bin/cat: the program is a member of a payload
+    # that is a tar, which is also the node's filesystem.
+    image = io.BytesIO()
+    with tarfile.open(fileobj=image, mode="w") as t:
+        for name, data in (("bin/cat", (guests / "cat.wasm").read_bytes()), ("etc/motd", b"from the app\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    request = {"op": "run", "program": {"payload": 0, "path": "cat"}, "args": ["cat", "/etc/motd"],
+               "outputs": OUTS, "images": [{"payload": 0}]}
+    d = executord.Daemon({}, str(tmp_path / "cache"), executord.Slots(1, 1), worker_data_limit=1 << 30)
+    server = executord.serve_in_thread(d, str(tmp_path / "executor.sock"))
+    try:
+        reply, out = call(str(tmp_path / "executor.sock"), request, [image.getvalue()])
+        assert reply["report"]["exit_code"] == 0, reply
+        assert out[0] == b"from the app\n"
+        reply, _ = call(str(tmp_path / "executor.sock"), {**request, "program": {"payload": 0, "path": "bin/nosuch"}},
+                        [image.getvalue()])
+        assert "program bin/nosuch not found in the user image" in reply["report"]["exit_state"], reply
+    finally:
+        executord.stop_serving(server, d)

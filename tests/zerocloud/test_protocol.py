@@ -58,6 +58,9 @@ def test_a_request_round_trips_through_the_wire():
     assert image.to_wire() == {"op": "run", "program": {"image": "python", "path": "bin/python"}, "args": [],
                                "env": {}, "inputs": [], "outputs": [], "images": []}
     assert protocol.parse_request({"op": "ping"}) == protocol.PingRequest()
+    in_app = protocol.RunRequest(protocol.ProgramSource(payload=0, path="bin/app"), images=(protocol.ExtraImage(0),))
+    assert in_app.to_wire()["program"] == {"payload": 0, "path": "bin/app"}
+    assert protocol.parse_request(on_the_wire(in_app, 1)) == in_app
 
 
 def test_a_reply_round_trips_and_its_outputs_match_its_payloads():

@@ -8,9 +8,12 @@ Requests are made on the proxy node itself with a small urllib client
 
 import base64
 import collections
+import io
 import json
 import re
 import subprocess
+import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -44,7 +47,7 @@ def run(r):
     if r.get("user"):
         tok, storage = token(r["auth"], r["user"], r["key"])
         headers["X-Auth-Token"] = tok
-        url = storage + url
+        url = url if url.startswith("http") else storage + url
     body = base64.b64decode(r["body"]) if r.get("body") is not None else None
     if r.get("pad"):  # large bodies are made here: a command line has a size limit
         body = body[:1] + b" " * r["pad"] + body[1:]
@@ -82,7 +85,8 @@ Reply = collections.namedtuple("Reply", "status headers body during", defaults=[
 
 
 def req(method, url, body=None, headers=None, user="test:tester", key="testing"):
-    """One request; url is relative to the user's storage URL (/v1/AUTH_test) when user is set."""
+    """One request; url is relative to the user's storage URL (/v1/AUTH_test)
+    when user is set, unless it is a whole URL."""
     return {"auth": AUTH, "method": method, "url": url, "headers": headers or {},
             "user": user, "key": key,
             "body": base64.b64encode(body).decode() if body is not None else None}
@@ -311,6 +315,43 @@ SCRIPT = {"X-Zerovm-Execute": "1.0", "Content-Type": "text/x-python"}
 STILL_SERVES = req("GET", "/zc/part-4.txt")
 
 
+# Counts the words of its stdin (a swift:// object, or the POST's body).
+COUNT_PY = "import os, sys; print(os.environ.get('PREFIX', 'words'), len(sys.stdin.read().split()))"
+COUNT_STDIN = [{"name": "count", "exec": {"path": "file://python:python", "args": ["-c", COUNT_PY]},
+                "devices": [{"name": "stdin"}, {"name": "stdout"}]}]
+COUNT_TEMPLATE = json.dumps([{"name": "count", "exec": {"path": "file://python:python", "args": ["-c", COUNT_PY],
+                                                         "env": {"PREFIX": "{.prefix=counted}"}},
+                              "devices": [{"name": "stdin", "path": "{.object_path}"},
+                                          {"name": "stdout", "content_type": "text/x-count"}]}]).encode()
+
+
+def app_tar():
+    """An app: boot/system.map runs hello.py (in the app, mounted at /) with
+    the python system image, on an object next to it; and cat.wasm, a
+    program inside the app (file://image:PATH), on that script."""
+    system_map = [
+        {"name": "hello", "exec": {"path": "file://python:python", "args": "/hello.py"},
+         "devices": [{"name": "stdin", "path": "swift://./zc/part-1.txt"}, {"name": "stdout"}]},
+        {"name": "show", "exec": {"path": "file://image:bin/cat.wasm", "args": "/hello.py"},
+         "devices": [{"name": "stdout"}]},
+    ]
+    files = {"boot/system.map": json.dumps(system_map).encode(), "hello.py": HELLO_PY,
+             "bin/cat.wasm": (GUESTS / "cat.wasm").read_bytes()}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+ROOT = Path(__file__).resolve().parents[3]
+GUESTS = ROOT / "build" / "guests"
+HELLO_PY = b"import sys\nprint('hello from an app:', len(sys.stdin.read().split()), 'words')\n"
+APP = app_tar()
+
+
 def cat_job(stdin, program=CAT, args=""):
     return [{"name": "n", "exec": {"path": program, "args": args},
              "devices": [{"name": "stdin", "path": stdin}, {"name": "stdout"}]}]
@@ -368,7 +409,25 @@ SCENARIOS = {
                           {"name": "stdout", "path": "swift://./zc/zen.out", "meta": {"Made-By": "zerolab"}},
                           {"name": "stderr", "path": "swift://./zc/zen.err", "min_size": 1}]}]),
         req("GET", "/zc/zen.out"), req("GET", "/zc/zen.err")],
-    "open/1.0 GET": [req("GET", "/zc/part-1.txt", None, {"X-Zerovm-Execute": "open/1.0"}), STILL_SERVES],
+    # An app (ZeroCloud's zapp): POSTed, then stored and run by X-Zerovm-Source.
+    "app": [req("POST", "", APP, {"X-Zerovm-Execute": "1.0", "Content-Type": "application/gzip"}),
+            req("PUT", "/zc/hello.zapp", APP, {"Content-Type": "application/octet-stream"}),
+            req("POST", "", None, {"X-Zerovm-Execute": "1.0", "X-Zerovm-Source": "swift://./zc/hello.zapp"})],
+    "x-zerovm-source": [req("PUT", "/zc/count.json", json.dumps(COUNT_STDIN).encode(),
+                            {"Content-Type": "application/json"}),
+                        req("POST", "", b"one two three", {"X-Zerovm-Execute": "1.0",
+                                                           "X-Zerovm-Source": "swift://./zc/count.json"})],
+    # GET execution: a program object, a template registered for text/plain
+    # (by /open/... and by the header), a type nothing is registered for.
+    "open/1.0 GET": [
+        req("GET", PROXY + "/open/AUTH_test/zcbin/hello.wasm"),
+        req("PUT", "/.zvm", b""),
+        req("PUT", "/.zvm/text/plain/config", COUNT_TEMPLATE, {"Content-Type": "application/json"}),
+        req("GET", PROXY + "/open/AUTH_test/zc/part-6.txt?prefix=words"),
+        req("GET", "/zc/part-7.txt", None, {"X-Zerovm-Execute": "open/1.0"}),
+        req("PUT", "/zc/data.bin", b"\0\1", {"Content-Type": "application/x-zerolab-unregistered"}),
+        req("GET", PROXY + "/open/AUTH_test/zc/data.bin"),
+        STILL_SERVES],
     "endless loop": [job(cat_job("swift://AUTH_test/zc/part-1.txt", "swift://AUTH_test/zcbin/misbehave.wasm",
                                  "loop")), STILL_SERVES],
     "no token": [req("POST", PROXY + "/v1/AUTH_test", b"#!file://python:python\nprint(1)\n", SCRIPT, user=None)],
@@ -445,10 +504,58 @@ def test_a_job_as_zerocloud_wrote_it(replies):
     assert err.status == 404, err
 
 
-def test_an_open_get_is_refused_not_answered_with_the_object(replies):
-    refused, plain = replies["open/1.0 GET"]
-    assert refused.status == 400 and b"open/1.0 GET execution is not supported" in refused.body, refused
+def test_an_app_runs_posted_and_from_x_zerovm_source(replies):
+    posted, put, sourced = replies["app"]
+    assert put.status == 201, put
+    expected = b"hello from an app: %d words\n" % len(TEXTS[1].split()) + HELLO_PY
+    for r in (posted, sourced):
+        assert r.status == 200, r
+        assert r.headers["x-nexe-system"] == "hello,show"
+        assert r.headers["x-nexe-status"] == "ok,ok"
+        assert r.body == expected
+        # hello ran next to its object; show reads nothing and ran anywhere
+        assert r.headers["x-nexe-colocated"].split(",")[0].split("/")[0] in STORAGE_NODES, r.headers
+
+
+def test_a_job_from_x_zerovm_source_reads_the_posts_body_as_stdin(replies):
+    put, r = replies["x-zerovm-source"]
+    assert put.status == 201, put
+    assert (r.status, r.body) == (200, b"words 3\n"), r
+
+
+def test_a_get_runs_the_program_or_the_template_registered_for_the_objects_type(replies):
+    program, _, put, by_path, by_header, _, unregistered, plain = replies["open/1.0 GET"]
+    assert (program.status, program.body) == (200, b"Hello, World!\n"), program
+    assert put.status == 201, put
+    assert (by_path.status, by_path.body) == (200, b"words %d\n" % len(TEXTS[6].split())), by_path
+    assert by_path.headers["content-type"].startswith("text/x-count")
+    assert by_path.headers["x-nexe-colocated"].split("/")[0] in STORAGE_NODES, by_path.headers
+    assert (by_header.status, by_header.body) == (200, b"counted %d\n" % len(TEXTS[7].split())), by_header
+    assert unregistered.status == 404 and b"no application registered for" in unregistered.body, unregistered
     assert plain.status == 200, plain
+
+
+def test_the_app_command_bundles_deploys_and_executes_an_app(tmp_path):
+    """zerolab-app from this machine against the lab's proxy, as a user would."""
+    proxy = LAB.group("swift_proxy")[0].address
+    app = tmp_path / "wc-app"
+    (app / "boot").mkdir(parents=True)
+    (app / "count.py").write_text(COUNT_PY.replace("; ", "\n") + "\n")
+    (app / "boot" / "system.map").write_text(json.dumps([
+        {"name": "count", "exec": {"path": "file://python:python", "args": "/count.py"},
+         "devices": [{"name": "stdin"}, {"name": "stdout"}]}]))
+    (tmp_path / "in.txt").write_text("a b c d e\n")
+    env = {"ST_AUTH": f"http://{proxy}:8080/auth/v1.0", "ST_USER": "test:tester", "ST_KEY": "testing",
+           "PATH": "/usr/bin:/bin"}
+
+    def app_command(*args):
+        return subprocess.run([sys.executable, "-m", "zerolab.client", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    for args in (["bundle", str(app), "-o", "wc.zapp"], ["deploy", "wc.zapp", "zcapps/wc.zapp"]):
+        done = app_command(*args)
+        assert done.returncode == 0, done.stderr
+    done = app_command("execute", "swift://AUTH_test/zcapps/wc.zapp", "--stdin", "in.txt")
+    assert (done.returncode, done.stdout) == (0, "words 5\n"), done.stderr
 
 
 def test_mapreduce_wordcount_equals_local_count(replies):

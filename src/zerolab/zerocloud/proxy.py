@@ -1,9 +1,13 @@
 """The proxy-server half of zerocloud: accept a job, check access, route it to the data.
 
 A ``POST /v1/<account>`` with ``X-Zerovm-Execute: 1.0`` is a job: a JSON job
-description (``Content-Type: application/json``) or a script whose first line
-is ``#!file://IMAGE:PATH`` (any other content type; POSTed to an object, the
-object is the script's stdin).  Everything else passes through untouched.
+description (``Content-Type: application/json``), an app (a tar type: a tar
+with boot/system.map, apps.py), or a script whose first line is
+``#!file://IMAGE:PATH`` (any other content type; POSTed to an object, the
+object is the script's stdin).  With ``X-Zerovm-Source`` the job is that
+object instead, and the body its stdin.  A GET of ``/open/<account>/...``
+(or with ``X-Zerovm-Execute: open/1.0``) runs what is registered for the
+object (open()).  Everything else passes through untouched.
 
 For a job, this filter
   1. asks the auth middleware (``swift.authorize``) whether the caller may POST here;
@@ -79,7 +83,9 @@ what it costs this proxy are options (proxy_config.DEFAULTS):
   answer, at most zerovm_maxjoboutput per job; an existing directory, best
   not a tmpfs (its files would be memory again).
 
-What a job may cost this proxy.  Memory: the body (zerovm_maxconfig), the
+What a job may cost this proxy.  Memory: the body (zerovm_maxconfig; an
+app's zerovm_maxnexe, and as much again unpacked; with X-Zerovm-Source the
+body and the source, counted in zerovm_maxjobinput), the
 parsed job and its instances (in proportion to zerovm_maxconfig and
 zerovm_maxnodes), one listing page and up to zerovm_maxnodes matching names,
 plus the programs and inputs it fetches (at most zerovm_maxjobinput: each is
