@@ -4,7 +4,7 @@ read or written before stays; the report names the limit (exit code 8)."""
 
 import pytest
 
-from zerolab.sandbox import OK, QUOTA, Channel
+from zerolab.sandbox import GUEST_EXIT, OK, Channel
 
 from .conftest import G, job
 
@@ -26,8 +26,11 @@ def test_no_limit_hit_copies_everything(executor, guests):
 
 def test_gets_count_limit(executor, guests):
     r = executor.run(cat(guests, 100, stdin_limits=(3, G)), stdin=DATA)
-    assert r.exit_code == QUOTA
+    # ZeroVM's rule: the read got EDQUOT, the guest went on (it said so on
+    # stderr) and its own exit code is the session's.
+    assert r.exit_code == GUEST_EXIT
     assert r.exit_state == "quota: /dev/stdin gets limit 3 reached"
+    assert r.quota_hit == "/dev/stdin gets limit 3 reached"
     assert r.stdout == DATA[:300]                 # the three reads that were allowed are kept
     assert b"cat: read /dev/stdin: Quota exceeded" in r.stderr   # the guest saw EDQUOT
     assert r.user_rc == 1

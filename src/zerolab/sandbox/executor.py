@@ -36,7 +36,6 @@ from .status import (
     INVALID_PROGRAM,
     MEMORY,
     OK,
-    QUOTA,
     TIMEOUT,
 )
 
@@ -322,8 +321,11 @@ class Executor:
             tags.append(f"/dev/memory {report.memory_etag}")
         report.etag = " ".join(tags) if tags else "disable"
         report.wasi_calls = run.calls
+        report.quota_hit = run.quota_hit
         if run.quota_hit and report.exit_code in (OK, GUEST_EXIT):
-            report.exit_code, report.exit_state = QUOTA, f"quota: {run.quota_hit}"
+            # ZeroVM's rule: the call got EDQUOT and the program went on, so
+            # its exit code stands; the state says why its data may be short.
+            report.exit_state = f"quota: {run.quota_hit}"
 
 
 def wasi_channel_report(ch: wasi.ChannelState, etag: str | None) -> ChannelReport:

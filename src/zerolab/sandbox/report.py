@@ -35,6 +35,11 @@ class Report:
     cpu_sys: float = 0.0
     wasi_calls: int = 0
     memory_etag: str | None = None   # when Memory's etag field is 1
+    # The first channel limit the guest hit ("/dev/stdin gets limit 3
+    # reached"): its call got EDQUOT and it went on, as under ZeroVM, so the
+    # exit code stays the guest's; callers whose limits guard data (zerocloud)
+    # decide what a hit means for them.
+    quota_hit: str | None = None
 
     @property
     def ok(self) -> bool:

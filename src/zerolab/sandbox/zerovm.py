@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stderr if args.report_mode in (1, 3) else sys.stdout
     out.write(report.as_text())
     out.flush()
-    if report.exit_code not in (0, 1):
+    if report.exit_code not in (0, 1) or report.quota_hit:
         sys.stderr.write(f"zerovm: {report.exit_state}\n")
     return report.exit_code
 

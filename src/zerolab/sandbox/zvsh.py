@@ -483,7 +483,7 @@ def _run(ex: Executor, args: argparse.Namespace, cfg: ZvshCfg, workdir: str) -> 
     report = ex.run(manifest)
     if args.zvm_debug:
         sys.stderr.write(report.as_text())
-    if report.exit_code not in (OK, GUEST_EXIT):
+    if report.exit_code not in (OK, GUEST_EXIT) or report.quota_hit:
         sys.stderr.write(f"zvsh: {report.exit_state}\n")
     if args.zvm_getrc or report.exit_code not in (OK, GUEST_EXIT):
         return report.exit_code

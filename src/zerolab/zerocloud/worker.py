@@ -169,6 +169,11 @@ class JobRunner:
                             channels=channels, node=1)
         args = list(request.args) or [posixpath.basename(program)]
         report = self.executor.run(manifest, images=images, args=args, env=dict(request.env))
+        if report.quota_hit and report.exit_code in (exit_status.OK, exit_status.GUEST_EXIT):
+            # Here every limit is the cluster's (zerovm_maxoutput, the input's
+            # size), not one the job chose: what the guest wrote or read past
+            # it is missing, so the node did not finish its work.
+            report.exit_code = exit_status.QUOTA   # its state already names the limit
         if request.program_name:   # name the program as the user did, not our cache file
             report.exit_state = report.exit_state.replace(program, request.program_name)
         names = tuple(out.alias for out in request.outputs)
