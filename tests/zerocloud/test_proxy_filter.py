@@ -397,21 +397,45 @@ def test_auth_middleware_denial_is_returned_as_it_is(cluster):
     assert cluster.swift.seen == [] and cluster.servers.executes == []
 
 
-def test_a_timeout_is_408_with_the_error_header_and_the_stderr_tail(cluster):
-    report = protocol.JobReport(exit_code=6, exit_state="timeout: ran longer than 10 s", user_rc=0, validator=0,
-                                etag="disable", elapsed=10.0, cdr="9.00 1.00 0 0 0 0 0 0 0 0")
+TIMED_OUT = protocol.JobReport(exit_code=6, exit_state="timeout: ran longer than 10 s", user_rc=0, validator=0,
+                               etag="disable", elapsed=10.0, cdr="9.00 1.00 0 0 0 0 0 0 0 0")
 
-    def timed_out(ip, request, payloads):
-        outputs = [o.alias for o in request.outputs] + ["/dev/stderr"]
-        data = [b"partial" if a == "/dev/stdout" else b"Traceback: slow\n" for a in outputs]
-        return 200, protocol.pack(protocol.RunReply(report, tuple(outputs)).to_wire(), data), {}
+
+def timed_out(ip, request, payloads):
+    outputs = [o.alias for o in request.outputs] + ["/dev/stderr"]
+    data = [b"partial" if a == "/dev/stdout" else b"Traceback: slow\n" for a in outputs]
+    return 200, protocol.pack(protocol.RunReply(TIMED_OUT, tuple(outputs)).to_wire(), data), {}
+
+
+def test_a_node_stopped_by_its_timeout_is_its_status_in_a_200_as_zerocloud_answered(cluster):
     cluster.servers.answer = timed_out
     status, headers, data = post(cluster.filter(), WORDCOUNT)
-    assert status == 408
-    assert data.decode() == "node 'wc': timeout: ran longer than 10 s\nstderr:\nTraceback: slow\n"
+    assert (status, data) == (200, b"")   # what it wrote before the limit is not its result
     assert headers["X-Nexe-Error"] == "node 'wc': timeout: ran longer than 10 s"
     assert headers["X-Nexe-Status"] == "timeout: ran longer than 10 s"
     assert headers["X-Nexe-Cdr-Line"].split(", ")[1:] == ["10.000", "9.00 1.00 0 0 0 0 0 0 0 0"]
+
+
+def test_one_stopped_node_keeps_the_others_outputs_and_skips_what_comes_after_it(cluster):
+    cluster.swift.objects["/v1/a/c/more.txt"] = b"three\n"
+
+    def second_times_out(ip, request, payloads):
+        if request.args[0] == "map-2":
+            return timed_out(ip, request, payloads)
+        return ran(stdout=b"from " + request.args[0].encode() + b"\n")(ip, request, payloads)
+    cluster.servers.answer = second_times_out
+    job = [{"name": "map", "exec": {"path": "file://python:python"},
+            "devices": [{"name": "stdin", "path": "swift://a/c/*.txt"}, {"name": "stdout"}]},
+           {"name": "other", "exec": {"path": "file://python:python"}, "devices": [{"name": "stdout"}],
+            "connect": ["reduce"]},
+           {"name": "reduce", "exec": {"path": "file://python:python"}, "devices": [{"name": "stdout"}]}]
+    status, headers, data = post(cluster.filter(), job)
+    assert (status, data) == (200, b"from map-1\n"), data
+    assert headers["X-Nexe-System"] == "map-1,map-2,other,reduce"
+    assert headers["X-Nexe-Status"] == ("ok,timeout: ran longer than 10 s,ok,"
+                                        "not run: node 'map-2' was stopped")
+    assert headers["X-Nexe-Error"] == "node 'map-2': timeout: ran longer than 10 s"
+    assert [e["request"].args[0] for e in cluster.servers.executes] == ["map-1", "map-2", "other"]
 
 
 @pytest.mark.parametrize("answer, status, reason", [

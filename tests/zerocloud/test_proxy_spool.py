@@ -223,15 +223,24 @@ def test_the_spool_file_is_gone_once_the_body_is_read_to_the_end(cluster):
     assert open_in(cluster.spool) == []
 
 
-def test_a_failed_job_answers_the_tail_of_its_stderr_and_closes_its_spools(cluster):
-    report = protocol.JobReport(exit_code=6, exit_state="timeout: ran longer than 10 s", user_rc=0, validator=0,
-                                etag="disable", elapsed=10.0, cdr="9.00 1.00 0 0 0 0 0 0 0 0")
+def test_a_node_that_could_not_run_answers_the_tail_of_its_stderr_and_closes_its_spools(cluster):
+    report = protocol.JobReport(exit_code=5, exit_state="invalid program: not wasm", user_rc=0, validator=1,
+                                etag="disable", elapsed=0.1, cdr="0.00 0.00 0 0 0 0 0 0 0 0")
     cluster.servers.answer = answering(lambda request: [("/dev/stdout", 2 * MiB), ("/dev/stderr", 300 << 10)],
                                        report=report)
     status, _, data = post(cluster.filter(zerovm_spool_dir=cluster.spool), WORDCOUNT)
-    assert status == 408
+    assert status == 400
     tail = pattern((300 << 10) - 2000, 2000).decode("utf-8", "replace")
-    assert data.decode() == "node 'wc': timeout: ran longer than 10 s\nstderr:\n" + tail + "\n"
+    assert data.decode() == "node 'wc': invalid program: not wasm\nstderr:\n" + tail + "\n"
+    assert open_in(cluster.spool) == []
+
+
+def test_a_node_stopped_by_a_limit_drops_its_spooled_outputs_at_once(cluster):
+    report = protocol.JobReport(exit_code=6, exit_state="timeout: ran longer than 10 s", user_rc=0, validator=0,
+                                etag="disable", elapsed=10.0, cdr="9.00 1.00 0 0 0 0 0 0 0 0")
+    cluster.servers.answer = answering(lambda request: [("/dev/stdout", 2 * MiB)], report=report)
+    status, headers, body = start(cluster.filter(zerovm_spool_dir=cluster.spool), WORDCOUNT)
+    assert status == 200 and b"".join(body) == b""
     assert open_in(cluster.spool) == []
 
 

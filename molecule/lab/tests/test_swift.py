@@ -596,9 +596,10 @@ def test_other_accounts_object_is_never_returned(replies):
 
 def test_endless_loop_times_out(replies):
     r, get = replies["endless loop"]
-    assert r.status == 408, r
-    assert "timeout" in r.body.decode()
+    # ZeroCloud's answer: the job's 200, the node's status saying it timed out
+    assert (r.status, r.body) == (200, b""), r
     assert r.headers["x-nexe-status"].startswith("timeout")
+    assert r.headers["x-nexe-error"].startswith("node 'n': timeout")
     assert get.status == 200 and get.body == TEXTS[4]
 
 
@@ -802,14 +803,15 @@ def test_guest_pointers_out_of_memory_get_efault_and_the_guest_goes_on(hostile):
 
 def test_start_function_that_never_returns_times_out(hostile):
     r, _, _ = hostile["endless start function"]
-    assert r.status == 408, r
-    assert "timeout" in r.body.decode()
+    assert r.status == 200, r
+    assert r.headers["x-nexe-status"].startswith("timeout"), r.headers
 
 
 def test_huge_iovec_count_is_an_error_for_the_guest_not_the_node(hostile):
     r, _, _ = hostile["huge iovec count at the memory cap"]
     assert r.status < 500, r
-    if r.status == 200:   # the guest went on: fd_write of 2^31-1 iovecs failed with an errno (EINVAL is 28)
+    # the guest went on: fd_write of 2^31-1 iovecs failed with an errno (EINVAL is 28); or a limit stopped it
+    if r.status == 200 and r.headers["x-nexe-status"] == "ok":
         errno = re.search(rb"fd_write errno (\d+)", r.body)
         assert errno and int(errno.group(1)) != 0, r.body
 
@@ -835,7 +837,7 @@ def test_backtracking_wildcard_is_refused_in_time_and_the_proxy_answers_meanwhil
 
 def test_endless_guest_times_out(hostile):
     r, _, _ = hostile["endless guest"]
-    assert r.status == 408, r
+    assert r.status == 200, r
     assert r.headers["x-nexe-status"].startswith("timeout")
 
 

@@ -40,6 +40,9 @@ HTTP_STATUS: Final[dict[int, int]] = {
     OK: 200, GUEST_EXIT: 200, CRASH: 200, TIMEOUT: 408, MEMORY: 413, QUOTA: 413,
     BAD_MANIFEST: 400, BAD_INPUT: 400, INVALID_PROGRAM: 400}
 HTTP_STATUS_OTHERWISE: Final = 503
+# What a limit stopped: in a zerocloud job that is the node's outcome (its
+# X-Nexe-Status), not the job's, as ZeroCloud answered.
+NODE_LIMITS: Final = (TIMEOUT, MEMORY, QUOTA)
 
 
 def http_status(exit_code: int) -> int:

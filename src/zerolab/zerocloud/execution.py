@@ -133,20 +133,29 @@ class JobRun:
         results: list[Result] = []
         fed: dict[str, Segment] = {}     # instance name -> stdout, for connect
         pool = GreenPool(self.config.concurrency)
-        for stage, checked in zip(stages, checks):
+        for number, (stage, checked) in enumerate(zip(stages, checks)):
             stage_results = list(pool.imap(lambda i: self.execute(i, plans[i.name], fed), stage))
             # Nothing a run returned is fed on, written or answered before this.
             stage_results = self.settle(stage_results, checked.wait(), plans, fed, pool)
             results += stage_results
-            if any(r.status != 200 for r in stage_results):
-                break
-            for r in stage_results:
+            if any(r.status != 200 and not r.node_failed for r in stage_results):
+                break   # the job's answer is that failure
+            finished = [r for r in stage_results if r.status == 200]
+            for r in finished:
                 stdout = r.outputs.get("/dev/stdout")
                 if r.inst.node.connect and stdout is not None:
                     fed[r.inst.name] = stdout
-            for r in stage_results:
+            for r in finished:
                 self.store_outputs(r)
-            if any(r.status != 200 for r in stage_results):
+            if any(r.status != 200 and not r.node_failed for r in stage_results):
+                break
+            stopped = next((r for r in stage_results if r.node_failed), None)
+            if stopped is not None:
+                # What comes after a stopped node would read its missing
+                # output: not run, and said so per node.
+                later = stages[number + 1:]
+                results += [Result(inst).skip(f"not run: node {stopped.inst.name!r} was stopped")
+                            for rest in later for inst in rest]
                 break
         return job_response(results, started, self.spools)
 

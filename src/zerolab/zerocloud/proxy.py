@@ -64,7 +64,8 @@ Place it after the auth middleware in the pipeline:
     zerovm_sysimage_devices = python
 
 Any job, however hostile, gets a 4xx with a one-line reason naming the limit
-it hit; a 500 means a bug here (one generic line with the transaction id, the
+it hit, or a 200 whose X-Nexe-Status names the limit that stopped a node (a
+timeout, memory, an output cut at zerovm_maxoutput: response.py); a 500 means a bug here (one generic line with the transaction id, the
 traceback in the log).  The limits on the job itself are in job.py; those on
 what it costs this proxy are options (proxy_config.DEFAULTS):
 

@@ -1,10 +1,15 @@
 """The proxy filter's answer to a job: the immediate outputs and ZeroCloud's X-Nexe-* headers.
 
-Each X-Nexe-* header has one comma-separated element per instance that was
-tried, in the order they ran (an instance that never got a report shows the
-reason it failed and no accounting).  A job that failed answers with the
-first failure's status, its reason and the tail of its stderr; one that ran
-answers 200 with the outputs that have no swift:// path, one after another.
+Each X-Nexe-* header has one comma-separated element per instance, in the
+order they ran (an instance that never got a report shows the reason it
+failed and no accounting).  A job that could not run (refused, a node that
+could not start, an answer the proxy could not take) answers with that
+failure's status, its reason and the tail of its stderr.  One that ran
+answers 200 with the outputs that have no swift:// path, one after another,
+as ZeroCloud did also when a limit stopped a node (timeout, memory, quota:
+Result.node_failed): that node's status says so, its outputs are dropped,
+the nodes of later stages are not run, X-Nexe-Error names the first such
+node, and the other nodes' outputs are kept.
 
 Outputs are never held whole.  Each instance's reply is spooled as it
 arrives (Spool: its first SPOOL_MEMORY bytes in memory, the rest in an
@@ -168,10 +173,27 @@ class Result:
         self.colocated = "0"
         self.spool: Spool | None = None
         self.taken = 0
+        self.skipped = False
 
     def fail(self, status: int, reason: str) -> Result:
         self.status, self.reason = status, reason
         return self
+
+    def skip(self, reason: str) -> Result:
+        """Not run, because a node it comes after was stopped."""
+        self.status, self.reason, self.skipped = 424, reason, True
+        return self
+
+    @property
+    def node_failed(self) -> bool:
+        """Whether this instance's failure is its own outcome (a limit
+        stopped it, or it was skipped after one that was) rather than the
+        job's: ZeroCloud answered such a job 200, the node's status saying
+        what happened, with the other nodes' outputs."""
+        if self.skipped:
+            return True
+        return self.status != 200 and self.report is not None and \
+            self.report.exit_code in exit_status.NODE_LIMITS
 
 
 def not_run(reason: str) -> protocol.JobReport:
@@ -200,7 +222,7 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
     when the answer does not stream them)."""
     try:
         headers = nexe_headers(results, started)
-        failed = next((r for r in results if r.status != 200), None)
+        failed = next((r for r in results if r.status != 200 and not r.node_failed), None)
         if failed is not None:
             headers["X-Nexe-Error"] = header_value(failed.reason)
             stderr_output = failed.outputs.get("/dev/stderr")
@@ -208,11 +230,14 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
                       if stderr_output is not None else "")
             close_spools(spools)
             return text(failed.status, failed.reason + ("\nstderr:\n" + stderr if stderr else ""), headers)
+        stopped = next((r for r in results if r.node_failed), None)
+        if stopped is not None:
+            headers["X-Nexe-Error"] = header_value(stopped.reason)
         body: list[Segment] = []
         ctype = None
         for r in results:
-            if r.inst.node.connect:
-                continue   # its stdout went to the nodes it connects to
+            if r.inst.node.connect or r.status != 200:
+                continue   # its stdout went to the nodes it connects to, or it did not finish
             for dev in r.inst.writable():
                 if dev.path is None:
                     output = r.outputs.get(dev.alias)
