@@ -322,3 +322,17 @@ def test_a_start_function_that_never_returns_is_a_timeout(executor, tmp_path):
     report = executor.run(job(program, timeout=1))
     assert report.exit_code == TIMEOUT, report.exit_state
     assert "start function" in report.exit_state
+
+
+def test_zerocloud_connect_channels_are_a_listable_dev_in_and_writable_dev_out(executor, python_image):
+    # ZeroCloud's /dev/in/<source> and /dev/out/<target>: nested channel
+    # names make directories the guest can list, and /dev/out/... is written.
+    code = ("import os\n"
+            "names = sorted(os.listdir('/dev/in'))\n"
+            "words = sum(len(open('/dev/in/' + n).read().split()) for n in names)\n"
+            "open('/dev/out/reduce-1', 'w').write(f'{names} {words}')\n")
+    extra = [Channel(b"a b c", "/dev/in/map-1", 0, 0, G, G, 0, 0), Channel(b"d e", "/dev/in/map-2", 0, 0, G, G, 0, 0),
+             Channel(None, "/dev/out/reduce-1", 0, 0, 0, 0, G, G)]
+    r = executor.run(python_job(python_image, code, extra), stdin=b"")
+    assert r.exit_code == OK, r.stderr
+    assert r.outputs["/dev/out/reduce-1"] == b"['map-1', 'map-2'] 5"

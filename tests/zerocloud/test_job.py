@@ -57,6 +57,20 @@ def test_connect_makes_stages_and_feeds_sources():
     first, second = job.expand(nodes, lambda p: ["x", "y", "z"])
     assert [i.name for i in first] == ["map-1", "map-2", "map-3"]
     assert second[0].sources == ["map-1", "map-2", "map-3"]
+    assert [i.targets for i in first] == [["red"]] * 3
+
+
+def test_connect_to_several_instances_and_several_reducers_as_zerocloud_had_it():
+    nodes = parse([
+        {"name": "map", "exec": {"path": WC}, "count": 2, "connect": ["red", "log"]},
+        {"name": "red", "exec": {"path": WC}, "count": 3},
+        {"name": "log", "exec": {"path": WC}},
+    ])
+    first, second = job.expand(nodes, lambda p: [])
+    assert [(i.name, i.targets) for i in first] == [("map-1", ["red-1", "red-2", "red-3", "log"]),
+                                                   ("map-2", ["red-1", "red-2", "red-3", "log"])]
+    assert [(i.name, i.sources) for i in second] == [(n, ["map-1", "map-2"]) for n in ("red-1", "red-2", "red-3",
+                                                                                        "log")]
 
 
 def test_script_post():

@@ -476,3 +476,29 @@ def test_a_wildcard_fans_out_and_each_header_has_one_element_per_instance(cluste
     assert headers["X-Nexe-Colocated"] == "c0c0,d1d1"
     assert headers["X-Nexe-Cdr-Line"].split(", ")[1:] == ["0.250", "0.01 0.02 1 12 1 5 0 0 0 0",
                                                            "1.000", "0.00 0.10 1 6 1 2 0 0 0 0"]
+
+
+def test_connect_sends_each_dev_out_channel_to_its_target_instance(cluster):
+    # ZeroCloud's MapReduce: each mapper partitions its output over the
+    # reducers by writing /dev/out/<reducer>; each reducer reads /dev/in/<mapper>.
+    def answer(ip, request, payloads):
+        name = request.args[0]
+        outputs = [o.alias for o in request.outputs]
+        data = [f"{name} to {alias.rsplit('/', 1)[1]}".encode() if alias.startswith("/dev/out/") else
+                f"{name} read {sorted(payloads)}".encode() for alias in outputs]
+        return 200, protocol.pack(protocol.RunReply(OK_REPORT, tuple(outputs)).to_wire(), data), {}
+    cluster.servers.answer = answer
+    job = [{"name": "map", "exec": {"path": "file://python:python"}, "count": 2, "connect": ["red"]},
+           {"name": "red", "exec": {"path": "file://python:python"}, "count": 2, "devices": [{"name": "stdout"}]}]
+    status, headers, data = post(cluster.filter(), job)
+    assert status == 200, data
+    assert headers["X-Nexe-System"] == "map-1,map-2,red-1,red-2"
+    maps, reds = cluster.servers.executes[:2], cluster.servers.executes[2:]
+    for m in maps:
+        assert [o.alias for o in m["request"].outputs] == ["/dev/stdout", "/dev/out/red-1", "/dev/out/red-2"]
+    red1 = reds[0]["request"]
+    assert [i.alias for i in red1.inputs] == ["/dev/in-map-1", "/dev/in/map-1", "/dev/in-map-2", "/dev/in/map-2"]
+    fed = dict(zip([i.alias for i in red1.inputs], reds[0]["payloads"]))
+    assert fed["/dev/in/map-1"] == b"map-1 to red-1" and fed["/dev/in/map-2"] == b"map-2 to red-1"
+    assert fed["/dev/in-map-1"] == b"map-1 read []"   # stdout goes to every reducer as before
+    assert reds[1]["payloads"][1] == b"map-1 to red-2"

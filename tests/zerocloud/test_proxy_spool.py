@@ -275,8 +275,10 @@ def test_a_mappers_large_stdout_reaches_its_reducer_whole(cluster):
     assert (status, data) == (200, b"reduced\n")
     assert headers["X-Nexe-System"] == "map,reduce"
     reduce = cluster.servers.executes[-1]
-    assert reduce["request"].inputs == (protocol.InputChannel("/dev/in-map", payload=0),)
-    [fed] = reduce["payloads"]
+    assert reduce["request"].inputs == (protocol.InputChannel("/dev/in-map", payload=0),
+                                        protocol.InputChannel("/dev/in/map", payload=1))
+    fed, out = reduce["payloads"]
+    assert out == b""   # map wrote nothing to /dev/out/reduce
     assert len(fed) == size and hashlib.sha256(fed).hexdigest() == digest_of(size)
     assert open_in(cluster.spool) == []
 

@@ -352,6 +352,24 @@ HELLO_PY = b"import sys\nprint('hello from an app:', len(sys.stdin.read().split(
 APP = app_tar()
 
 
+PARTITION_PY = """
+import collections, os, re, sys
+outs = [open('/dev/out/' + name, 'w') for name in sorted(os.listdir('/dev/out'))]
+words = collections.Counter(w.lower() for w in re.findall("[A-Za-z0-9']+", sys.stdin.read()))
+for word, n in words.items():
+    outs[sum(word.encode()) % len(outs)].write(f'{word} {n}\\n')
+"""
+SUM_PY = """
+import collections, os
+total = collections.Counter()
+for name in os.listdir('/dev/in'):
+    for line in open('/dev/in/' + name):
+        word, n = line.split()
+        total[word] += int(n)
+print(''.join(f'{w} {n}\\n' for w, n in sorted(total.items())), end='')
+"""
+
+
 def cat_job(stdin, program=CAT, args=""):
     return [{"name": "n", "exec": {"path": program, "args": args},
              "devices": [{"name": "stdin", "path": stdin}, {"name": "stdout"}]}]
@@ -398,6 +416,14 @@ SCENARIOS = {
          "devices": [{"name": "stdin", "path": "swift://AUTH_test/zc/part-*.txt"}, {"name": "stderr"}],
          "connect": ["reduce"]},
         {"name": "reduce", "exec": {"path": WORDCOUNT, "args": "-r"}, "devices": [{"name": "stdout"}]},
+    ])],
+    # ZeroCloud's MapReduce: each mapper partitions its counts over the two
+    # reducers through /dev/out/<reducer>; each reducer sums its /dev/in/*.
+    "mapreduce /dev/out": [job([
+        {"name": "map", "exec": {"path": "file://python:python", "args": ["-c", PARTITION_PY]},
+         "devices": [{"name": "stdin", "path": "swift://./zc/part-*.txt"}], "connect": ["red"]},
+        {"name": "red", "exec": {"path": "file://python:python", "args": ["-c", SUM_PY]}, "count": 2,
+         "devices": [{"name": "stdout"}]},
     ])],
     # As ZeroCloud's docs write a job: a system image device, a name with "-",
     # args beside exec, the caller's own account as ".", replicate 0, a key
@@ -564,6 +590,16 @@ def test_mapreduce_wordcount_equals_local_count(replies):
     names = r.headers["x-nexe-system"].split(",")
     assert names == [f"map-{i}" for i in range(1, len(TEXTS) + 1)] + ["reduce"]
     assert r.body == local_wordcount(TEXTS)
+
+
+def test_mapreduce_through_dev_out_to_two_reducers_equals_local_count(replies):
+    (r,) = replies["mapreduce /dev/out"]
+    assert r.status == 200, r
+    assert r.headers["x-nexe-system"].split(",")[-2:] == ["red-1", "red-2"]
+    assert set(r.headers["x-nexe-status"].split(",")) == {"ok"}, r.headers
+    lines = r.body.decode().splitlines()
+    assert sorted(lines) == local_wordcount(TEXTS).decode().splitlines()
+    assert len(lines) == len(set(w.split()[0] for w in lines))   # each word counted by one reducer
 
 
 def test_every_map_node_ran_on_a_host_holding_its_object(host, replies):

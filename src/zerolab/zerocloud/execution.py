@@ -50,6 +50,7 @@ TRY_NEXT_REPLICA = (404, 503, 507, 429)
 
 
 T = TypeVar("T", covariant=True)
+Fed = dict[tuple[str, str | None], Segment]
 
 
 class Pending(Protocol[T]):
@@ -131,7 +132,8 @@ class JobRun:
         for stage in stages:
             checks.append(spawn(self.check_stage, stage, plans, checks[-1] if checks else None))
         results: list[Result] = []
-        fed: dict[str, Segment] = {}     # instance name -> stdout, for connect
+        # What connect feeds on: (source, None) -> its stdout, (source, target) -> its /dev/out/<target>.
+        fed: Fed = {}
         pool = GreenPool(self.config.concurrency)
         for number, (stage, checked) in enumerate(zip(stages, checks)):
             stage_results = list(pool.imap(lambda i: self.execute(i, plans[i.name], fed), stage))
@@ -144,7 +146,11 @@ class JobRun:
             for r in finished:
                 stdout = r.outputs.get("/dev/stdout")
                 if r.inst.node.connect and stdout is not None:
-                    fed[r.inst.name] = stdout
+                    fed[r.inst.name, None] = stdout
+                for target in r.inst.targets:
+                    out = r.outputs.get(jobs.OUT_PREFIX + target)
+                    if out is not None:
+                        fed[r.inst.name, target] = out
             for r in finished:
                 self.store_outputs(r)
             if any(r.status != 200 and not r.node_failed for r in stage_results):
@@ -212,6 +218,7 @@ class JobRun:
         outputs = [protocol.OutputChannel(dev.alias, limit) for dev in inst.writable()]
         if inst.node.connect and inst.node.device("stdout") is None:
             outputs.append(protocol.OutputChannel("/dev/stdout", limit))
+        outputs += [protocol.OutputChannel(jobs.OUT_PREFIX + target, limit) for target in inst.targets]
         request = protocol.RunRequest(
             program=source, program_name=str(program), args=(argv0, *inst.args), env=inst.node.env,
             timeout=config.timeout, memory=config.max_memory, inputs=tuple(inputs), outputs=tuple(outputs),
@@ -276,7 +283,7 @@ class JobRun:
         return Verdict(refused=refused) if refused is not None else Verdict(changed=changed)
 
     def settle(self, results: list[Result], verdicts: list[Verdict], plans: dict[str, Plan],
-               fed: dict[str, Segment], pool: GreenPool) -> list[Result]:
+               fed: Fed, pool: GreenPool) -> list[Result]:
         """A stage's results as its HEADs have them: a refused instance fails
         with their answer and what it returned is dropped unread; one that
         ran a program changed since runs again with the new bytes."""
@@ -292,7 +299,7 @@ class JobRun:
         rerun = {r.inst.name: r for r in pool.imap(lambda a: self.run_again(a[0], a[1], plans, fed), again)}
         return [rerun.get(r.inst.name, r) for r in results]
 
-    def run_again(self, result: Result, etag: str, plans: dict[str, Plan], fed: dict[str, Segment]) -> Result:
+    def run_again(self, result: Result, etag: str, plans: dict[str, Plan], fed: Fed) -> Result:
         """An instance run again with its program's new version (fetched once
         per job), which must be the one its HEAD saw: a program that changes
         twice while the job runs is a 503."""
@@ -323,13 +330,15 @@ class JobRun:
             self.cost.outputs.give_back(result.taken)
         result.spool, result.taken, result.outputs, result.report, result.colocated = None, 0, {}, None, "0"
 
-    def execute(self, inst: jobs.Instance, plan: Plan, fed: dict[str, Segment]) -> Result:
+    def execute(self, inst: jobs.Instance, plan: Plan, fed: Fed) -> Result:
         result = Result(inst)
         payloads: list[Piece] = list(plan.payloads)
         inputs = list(plan.request.inputs)
         for source in inst.sources:
-            payloads.append(fed.get(source, b""))
+            payloads.append(fed.get((source, None), b""))
             inputs.append(protocol.InputChannel(jobs.CONNECT_PREFIX + source, payload=len(payloads) - 1))
+            payloads.append(fed.get((source, inst.name), b""))
+            inputs.append(protocol.InputChannel(jobs.IN_PREFIX + source, payload=len(payloads) - 1))
         request = replace(plan.request, inputs=tuple(inputs))
         # Sent as its pieces: one joined body per instance in flight would
         # copy every program and input it carries; spooled ones are read a

@@ -68,7 +68,11 @@ MAX_META_NAME = 128     # Swift's own limits (constraints.py)
 MAX_META_VALUE = 256
 META_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-CONNECT_PREFIX = "/dev/in-"
+CONNECT_PREFIX = "/dev/in-"     # a source's stdout, as its reducer reads it (zerolab's own)
+# ZeroCloud's connect channels: a source writes /dev/out/<target instance>,
+# which that target reads as /dev/in/<source instance>.
+OUT_PREFIX = "/dev/out/"
+IN_PREFIX = "/dev/in/"
 
 MAX_DEPTH = 32
 MAX_ARGS = 256
@@ -294,7 +298,8 @@ class Instance:
     node: Node
     args: list[str]
     devices: list[Device]        # wildcards resolved
-    sources: list[str] = field(default_factory=list)   # instances whose stdout feeds us
+    sources: list[str] = field(default_factory=list)   # instances that feed us (connect)
+    targets: list[str] = field(default_factory=list)   # instances we feed: /dev/out/<target>
 
     @property
     def colocate(self) -> Device | None:
@@ -577,9 +582,9 @@ def check_instance_names(nodes: list[Node]) -> None:
 
 
 def check_connections(nodes: list[Node]) -> None:
-    """connect feeds a node's stdout to other nodes (MapReduce).  Without
-    network channels, the data flows forward only: no cycles, and each
-    destination is a single node."""
+    """connect feeds a node's outputs to other nodes (MapReduce): its stdout
+    to every instance of each, and its /dev/out/<instance> to that one.  The
+    data flows forward only: no cycles."""
     by_name = {n.name: n for n in nodes}
     for n in nodes:
         for dest in n.connect:
@@ -587,10 +592,6 @@ def check_connections(nodes: list[Node]) -> None:
                 raise bad(f"node {n.name!r} connects to unknown node {dest!r:.80}")
             if dest == n.name:
                 raise bad(f"node {n.name!r} connects to itself; only forward connections are supported")
-            target = by_name[dest]
-            if target.count != 1 or target.wildcard_device is not None:
-                raise bad(f"node {n.name!r} connects to {dest!r}, which has several instances; "
-                          f"a connect destination must be a single node")
             out = n.device("stdout")
             if out is not None and out.path is not None:
                 raise bad(f"node {n.name!r} sends its stdout to {dest!r}; its stdout cannot also have a path")
@@ -677,8 +678,9 @@ def expand(nodes: list[Node], list_objects: Callable[[SwiftPath], list[str]],
     object (``list_objects`` returns the names that match; any that do not
     are skipped), named name-1, -2...; ``count`` > 1 does the same without
     objects.  A node runs after every node that connects to it; each source's
-    stdout becomes its ``/dev/in-<source>``.  The total of instances is
-    checked against ``max_nodes`` before any is built.
+    stdout becomes its ``/dev/in-<source>``, and the source's
+    ``/dev/out/<instance>`` its ``/dev/in/<source>``.  The total of instances
+    is checked against ``max_nodes`` before any is built.
     """
     check_fixed_instances(nodes, max_nodes)
     stage = stage_numbers(nodes)
@@ -716,6 +718,8 @@ def expand(nodes: list[Node], list_objects: Callable[[SwiftPath], list[str]],
         for dest in n.connect:
             for target in instances[dest]:
                 target.sources += [i.name for i in instances[n.name]]
+            for source in instances[n.name]:
+                source.targets += [i.name for i in instances[dest]]
     stages: list[list[Instance]] = [[] for _ in range(1 + max(stage.values(), default=-1))]
     for n in nodes:
         stages[stage[n.name]].extend(instances[n.name])
