@@ -70,13 +70,19 @@ def test_args_beside_exec_as_the_servlets_doc_shows_them():
     assert n.args == ["-l", "two words"]
 
 
-@pytest.mark.parametrize("replicate", [0, 1])
-def test_replicate_0_and_1_mean_one_copy(replicate):
+@pytest.mark.parametrize("replicate, copies", [(0, 1), (1, 1), (2, 2), (3, 3)])
+def test_replicate_0_and_1_mean_one_copy_2_and_3_that_many(replicate, copies):
     (n,) = parse([{"name": "a", "exec": {"path": WC}, "replicate": replicate}])
-    assert n.count == 1
+    assert (n.count, n.replicate) == (1, copies)
 
 
-@pytest.mark.parametrize("replicate", [2, -1, True, "1", None])
+def test_replicated_copies_count_against_zerovm_maxnodes():
+    with pytest.raises(JobError) as e:
+        parse([{"name": "a", "exec": {"path": WC}, "count": 30, "replicate": 3}])
+    assert e.value.status == 413 and "replicated copies included" in e.value.reason
+
+
+@pytest.mark.parametrize("replicate", [4, -1, True, "1", None, 2.0])
 def test_other_replicate_values_are_refused(replicate):
     assert "replicate" in refused([{"name": "a", "exec": {"path": WC}, "replicate": replicate}])
 

@@ -6,6 +6,7 @@ the EXECUTE they get and answer in the executor protocol."""
 import io
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -502,3 +503,35 @@ def test_connect_sends_each_dev_out_channel_to_its_target_instance(cluster):
     assert fed["/dev/in/map-1"] == b"map-1 to red-1" and fed["/dev/in/map-2"] == b"map-2 to red-1"
     assert fed["/dev/in-map-1"] == b"map-1 read []"   # stdout goes to every reducer as before
     assert reds[1]["payloads"][1] == b"map-1 to red-2"
+
+
+REPLICATED = [dict(WORDCOUNT[0], replicate=2)]
+
+
+def test_replicated_copies_run_on_different_replicas_and_agree(cluster):
+    report = protocol.JobReport(exit_code=0, exit_state="ok", user_rc=0, validator=0,
+                                etag="/dev/stdout 4f0c", elapsed=0.25, cdr="0.01 0.02 1 12 1 5 0 0 0 0")
+    cluster.servers.answer = ran(report=report)
+    status, headers, data = post(cluster.filter(), REPLICATED)
+    assert (status, data) == (200, b"hello\n")   # the first copy's output, once
+    assert sorted(e["ip"] for e in cluster.servers.executes) == ["10.0.0.1", "10.0.0.2"]
+    assert headers["X-Nexe-System"] == "wc" and headers["X-Nexe-Status"] == "ok"
+    assert headers["X-Nexe-Colocated"] == "c0c0 c0c0"
+
+
+def test_replicated_copies_that_write_different_data_stop_the_node(cluster):
+    def by_server(ip, request, payloads):
+        report = replace(OK_REPORT, etag=f"/dev/stdout {ip}")
+        return ran(stdout=ip.encode(), report=report, colocated=ip)(ip, request, payloads)
+    cluster.servers.answer = by_server
+    status, headers, data = post(cluster.filter(), REPLICATED)
+    assert (status, data) == (200, b"")
+    assert headers["X-Nexe-Status"] == "replicas disagree (10.0.0.1 10.0.0.2)"
+    assert headers["X-Nexe-Error"] == "node 'wc': its 2 copies wrote different data (10.0.0.1 10.0.0.2)"
+
+
+def test_a_copy_with_no_other_replica_left_to_run_on_is_503(cluster):
+    status, headers, data = post(cluster.filter(), [dict(WORDCOUNT[0], replicate=3)])   # two servers only
+    assert status == 503
+    assert one_line_reason(data) == ("node 'wc': no object server could run it (copy 3 of replicate 3, "
+                                     "on a server no other copy ran on)")

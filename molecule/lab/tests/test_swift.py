@@ -390,8 +390,8 @@ BAD_JOBS = {
     "unknown system image": (json.dumps([{"name": "n", "exec": {"path": "file://nosuch:python"}}]).encode(),
                              400, "unknown system image"),
     "oversized job": (b"[]", 413, "zerovm_maxconfig"),
-    "replicate 3": (json.dumps([{**cat_job("swift://AUTH_test/zc/part-1.txt")[0], "replicate": 3}]).encode(),
-                    400, "replicate 3 is not supported"),
+    "replicate 4": (json.dumps([{**cat_job("swift://AUTH_test/zc/part-1.txt")[0], "replicate": 4}]).encode(),
+                    400, "replicate must be 0 or 1 (one copy), 2 or 3"),
 }
 PAD = {"oversized job": 70000}   # bytes of spaces the client puts inside that body
 SCENARIOS = {
@@ -425,6 +425,8 @@ SCENARIOS = {
         {"name": "red", "exec": {"path": "file://python:python", "args": ["-c", SUM_PY]}, "count": 2,
          "devices": [{"name": "stdout"}]},
     ])],
+    # Three copies of a node, on the object's three replicas, compared.
+    "replicated node": [job([{**cat_job("swift://AUTH_test/zc/part-2.txt")[0], "replicate": 3}])],
     # As ZeroCloud's docs write a job: a system image device, a name with "-",
     # args beside exec, the caller's own account as ".", replicate 0, a key
     # zerolab does not know; meta on an output, min_size on another.
@@ -600,6 +602,14 @@ def test_mapreduce_through_dev_out_to_two_reducers_equals_local_count(replies):
     lines = r.body.decode().splitlines()
     assert sorted(lines) == local_wordcount(TEXTS).decode().splitlines()
     assert len(lines) == len(set(w.split()[0] for w in lines))   # each word counted by one reducer
+
+
+def test_a_replicated_node_runs_on_every_replica_and_its_copies_agree(replies):
+    (r,) = replies["replicated node"]
+    assert (r.status, r.body) == (200, TEXTS[2]), r
+    assert r.headers["x-nexe-status"] == "ok", r.headers
+    hosts = [where.split("/")[0] for where in r.headers["x-nexe-colocated"].split()]
+    assert sorted(hosts) == sorted(STORAGE_NODES), r.headers
 
 
 def test_every_map_node_ran_on_a_host_holding_its_object(host, replies):

@@ -41,7 +41,7 @@ from . import protocol
 from .job import JobError, SwiftPath
 from .proxy_config import ProxyConfig
 from .response import Result, Segment, Spool, close_spools, job_response
-from .routing import ObjectServerClient, Piece, ReplicaRouter
+from .routing import ObjectServerClient, Piece, ReplicaRouter, RingNode, Route
 from .subrequests import CallerSubrequests, JobCost, Program, etag_of, refuse_unless_plain
 
 # Statuses after which another replica may have the object or a free slot;
@@ -331,7 +331,6 @@ class JobRun:
         result.spool, result.taken, result.outputs, result.report, result.colocated = None, 0, {}, None, "0"
 
     def execute(self, inst: jobs.Instance, plan: Plan, fed: Fed) -> Result:
-        result = Result(inst)
         payloads: list[Piece] = list(plan.payloads)
         inputs = list(plan.request.inputs)
         for source in inst.sources:
@@ -346,6 +345,51 @@ class JobRun:
         header = protocol.frame_header(dict(request.to_wire(), payloads=[len(p) for p in payloads]))
         pieces: list[Piece] = [header, *(p for p in payloads if len(p))]
         route = self.router.route(self.req, plan.local, plan.account)
+        if inst.node.replicate > 1:
+            return self.run_copies(inst, plan, route, pieces)
+        return self.run_on(inst, plan, route, pieces)[0]
+
+    def run_copies(self, inst: jobs.Instance, plan: Plan, route: Route, pieces: list[Piece]) -> Result:
+        """ZeroCloud's ``replicate``: copies of the instance, one after
+        another, each on a server none of the others ran on (for a colocated
+        node, another replica of its object), then compared: the same exit
+        and return codes and the same digests of every channel (ZeroVM's
+        determinism), or the node is stopped with "replicas disagree".  The
+        first copy's outputs are the node's; the others' are dropped."""
+        copies: list[Result] = []
+        servers = list(route.nodes)
+        for number in range(1, inst.node.replicate + 1):
+            result, used = self.run_on(inst, plan, replace(route, nodes=servers), pieces)
+            if used is None:   # no server left that could run this copy
+                for copy in copies:
+                    self.discard(copy)
+                return result.fail(result.status, f"{result.reason} (copy {number} of replicate "
+                                                  f"{inst.node.replicate}, on a server no other copy ran on)")
+            copies.append(result)
+            servers = [s for s in servers if s is not used]
+            if result.status != 200:
+                break   # stopped by a limit: nothing to compare
+        first, others = copies[0], copies[1:]
+        differing = [c for c in others if c.report is None or first.report is None or
+                     (c.report.exit_code, c.report.user_rc, c.report.etag) !=
+                     (first.report.exit_code, first.report.user_rc, first.report.etag)]
+        colocated = " ".join(c.colocated for c in copies)
+        where = " ".join(c.colocated for c in [first, *differing])
+        for copy in others:
+            self.discard(copy)
+        first.colocated = colocated
+        if differing and first.status == 200 and first.report is not None:
+            first.report = replace(first.report, exit_state=f"replicas disagree ({where})")
+            first.diverged = True
+            first.fail(409, f"node {inst.name!r}: its {len(copies)} copies wrote different data ({where})")
+        return first
+
+    def run_on(self, inst: jobs.Instance, plan: Plan, route: Route,
+               pieces: list[Piece]) -> tuple[Result, RingNode | None]:
+        """The instance sent to the first of the route's servers that runs
+        it (the next one when a server has no copy of its object or no free
+        slot): its result, and that server (None: none ran it)."""
+        result = Result(inst)
         headers = dict(route.headers, **{"Content-Length": str(sum(map(len, pieces)))})
         last = (503, f"node {inst.name!r}: no object server could run it")
         for node in route.nodes:
@@ -358,7 +402,7 @@ class JobRun:
                 except protocol.ProtocolError as e:
                     self.cost.outputs.give_back(spooled.taken)
                     spooled.spool.close()
-                    return result.fail(503, f"node {inst.name!r}: bad reply from {node['ip']}: {e}")
+                    return result.fail(503, f"node {inst.name!r}: bad reply from {node['ip']}: {e}"), None
                 self.spools.append(spooled.spool)
                 result.spool, result.taken = spooled.spool, spooled.taken
                 result.report = reply.report
@@ -367,13 +411,13 @@ class JobRun:
                 status = exit_status.http_status(reply.report.exit_code)
                 if status != 200:
                     result.fail(status, f"node {inst.name!r}: {reply.report.exit_state}")
-                return result
+                return result, node
             last = (answer.status, f"node {inst.name!r}: {answer.reason}")
             if answer.final or answer.status not in TRY_NEXT_REPLICA:
                 break
         if last[0] == 404 and plan.local is not None:
             last = (404, f"node {inst.name!r}: {plan.local.path} not found on any replica")
-        return result.fail(*last)
+        return result.fail(*last), None
 
     def new_spool(self) -> Spool:
         return Spool(self.config.spool_dir)

@@ -75,6 +75,7 @@ OUT_PREFIX = "/dev/out/"
 IN_PREFIX = "/dev/in/"
 
 MAX_DEPTH = 32
+MAX_REPLICATE = 3   # ZeroCloud's Servlets doc: replicate 2 and 3
 MAX_ARGS = 256
 MAX_ARGS_TEXT = 4096
 MAX_ENV = 128
@@ -274,6 +275,7 @@ class Node:
     connect: list[str] = field(default_factory=list)
     exec_name: str | None = None
     attach: str | None = None     # the device whose object the node runs next to (None: the first readable)
+    replicate: int = 1            # copies run on different replicas, their outputs compared
     ignored: list[str] = field(default_factory=list)   # keys ZeroCloud would have ignored too
 
     def device(self, name: str) -> Device | None:
@@ -389,10 +391,11 @@ def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: 
     where = f"node {name!r}"
     ignored = [f"{name}: {key}" for key in sorted(set(raw) - NODE_KEYS)]
     replicate = raw.get("replicate", 1)
-    # ZeroCloud: 1 (its default) and 0 both mean one copy of the node.
-    if replicate not in (0, 1) or isinstance(replicate, bool):
-        raise bad(f"{where}: replicate {replicate!r:.40} is not supported: zerolab runs each node once "
-                  f"(use 0 or 1)")
+    # ZeroCloud: 1 (its default) and 0 both mean one copy; 2 and 3 run that
+    # many copies, on different replicas, and compare what they wrote.
+    if not isinstance(replicate, int) or isinstance(replicate, bool) or not 0 <= replicate <= MAX_REPLICATE:
+        raise bad(f"{where}: replicate must be 0 or 1 (one copy), 2 or 3 (copies compared) "
+                  f"(got {replicate!r:.40})")
     if raw.get("location") is not None:
         raise bad(f"{where}: location is not supported: zerolab places each node next to its own data; "
                   f"leave location out")
@@ -494,7 +497,8 @@ def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: 
             raise bad(f"{where}: attach names device {attach!r}, which reads no swift:// object; "
                       f"a node runs next to an object it reads")
     return Node(name=name, program=program, args=arg_list, env=dict(env), devices=devices,
-                count=count, connect=list(connect), exec_name=exec_name, attach=attach, ignored=ignored)
+                count=count, connect=list(connect), exec_name=exec_name, attach=attach, ignored=ignored,
+                replicate=max(1, replicate))
 
 
 def parse_device(raw: object, where: str, sysimages: AbstractSet[str] = frozenset(),
@@ -630,9 +634,10 @@ def stage_numbers(nodes: list[Node]) -> dict[str, int]:
 
 def check_fixed_instances(nodes: list[Node], max_nodes: int) -> None:
     """The instances a job has before any wildcard is listed, against the limit."""
-    fixed = sum(n.count for n in nodes if n.wildcard_device is None)
+    fixed = sum(n.count * n.replicate for n in nodes if n.wildcard_device is None)
     if fixed > max_nodes:
-        raise too_many_nodes(f"job asks for {fixed} instances, more than zerovm_maxnodes ({max_nodes}); "
+        raise too_many_nodes(f"job asks for {fixed} instances (replicated copies included), more than "
+                             f"zerovm_maxnodes ({max_nodes}); "
                              f"lower the counts or split the job")
 
 
@@ -684,7 +689,7 @@ def expand(nodes: list[Node], list_objects: Callable[[SwiftPath], list[str]],
     """
     check_fixed_instances(nodes, max_nodes)
     stage = stage_numbers(nodes)
-    room = max_nodes - sum(n.count for n in nodes if n.wildcard_device is None)
+    room = max_nodes - sum(n.count * n.replicate for n in nodes if n.wildcard_device is None)
     objects: dict[str, list[str]] = {}
     for n in nodes:
         wild = n.wildcard_device
@@ -694,12 +699,12 @@ def expand(nodes: list[Node], list_objects: Callable[[SwiftPath], list[str]],
         for obj in list_objects(wild.path):
             if isinstance(obj, str) and wild.path.match(obj) is not None and storable(obj):
                 matching.append(obj)
-                if len(matching) > room:
+                if len(matching) * n.replicate > room:
                     raise too_many_nodes(f"node {n.name!r}: {wild.path} and the rest of the job make more "
                                          f"instances than zerovm_maxnodes ({max_nodes})")
         if not matching:
             raise JobError(404, f"node {n.name!r}: no object matches {wild.path}")
-        room -= len(matching)
+        room -= len(matching) * n.replicate
         objects[n.name] = matching
 
     instances: dict[str, list[Instance]] = {}

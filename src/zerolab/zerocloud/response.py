@@ -174,6 +174,7 @@ class Result:
         self.spool: Spool | None = None
         self.taken = 0
         self.skipped = False
+        self.diverged = False   # replicated copies that wrote different data
 
     def fail(self, status: int, reason: str) -> Result:
         self.status, self.reason = status, reason
@@ -190,7 +191,7 @@ class Result:
         stopped it, or it was skipped after one that was) rather than the
         job's: ZeroCloud answered such a job 200, the node's status saying
         what happened, with the other nodes' outputs."""
-        if self.skipped:
+        if self.skipped or self.diverged:
             return True
         return self.status != 200 and self.report is not None and \
             self.report.exit_code in exit_status.NODE_LIMITS
