@@ -930,6 +930,7 @@ def test_the_swift_benchmark_runs_on_the_node_in_a_quick_mode(host):
     print(out.stdout)
     assert out.rc == 0, out.stderr
     assert re.search(r"^1 MB: identity job \(cat\.wasm\)\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
+    assert re.search(r"^1 MB: GET execution \(open/1\.0\)\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
     assert re.search(r"^2 MB set: MapReduce job\s+[0-9.]+\s+[0-9.]+x$", out.stdout, re.M), out.stdout
     # Its answers, not its times: every map node next to its object, and the
     # proxy's bytes measured for both (on a 2 MB set the MapReduce's fixed
