@@ -3,6 +3,7 @@ the way Swift tests its own middleware: a fake Swift behind it (objects,
 listings, access checks), a fake ring and fake object servers that decode
 the EXECUTE they get and answer in the executor protocol."""
 
+import hashlib
 import io
 import json
 import random
@@ -535,3 +536,10 @@ def test_a_copy_with_no_other_replica_left_to_run_on_is_503(cluster):
     assert status == 503
     assert one_line_reason(data) == ("node 'wc': no object server could run it (copy 3 of replicate 3, "
                                      "on a server no other copy ran on)")
+
+
+def test_the_answer_has_the_md5_of_its_body_as_etag_and_says_it_ran_warm(cluster):
+    status, headers, data = post(cluster.filter(), WORDCOUNT)
+    assert (status, data) == (200, b"hello\n")
+    assert headers["Etag"] == hashlib.md5(b"hello\n").hexdigest()
+    assert headers["X-Nexe-Cached"] == "true"

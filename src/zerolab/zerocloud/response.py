@@ -21,6 +21,7 @@ does when the body is sent or the client goes away, closes the spools.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -249,6 +250,16 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
         resp.content_length = sum(output.length for output in body)
         for k, v in headers.items():
             resp.headers[k] = v
+        # ZeroCloud sent the MD5 of the time; the MD5 of the body is what an
+        # HTTP client can check.  One more read of the spools, before the
+        # headers go (at most zerovm_maxjoboutput).
+        digest = hashlib.md5(usedforsecurity=False)
+        for output in body:
+            for piece in output.pieces(CLIENT_PIECE):
+                digest.update(piece)
+        resp.headers["Etag"] = digest.hexdigest()
+        if any(r.report is not None for r in results):
+            resp.headers["X-Nexe-Cached"] = "true"   # run by a warm executor daemon, as ZeroCloud's daemon mode
     except BaseException:
         close_spools(spools)
         raise
