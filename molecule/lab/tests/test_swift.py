@@ -10,6 +10,7 @@ import base64
 import collections
 import io
 import json
+import pprint
 import re
 import subprocess
 import sys
@@ -370,6 +371,27 @@ print(''.join(f'{w} {n}\\n' for w, n in sorted(total.items())), end='')
 """
 
 
+def smoke_app(script=b"import sys\nsys.stdout.write('hello')\n"):
+    """The tarball of ZeroCloud's smoketest: main.py, and boot/system.map running it."""
+    system_map = [{"name": "example", "exec": {"path": "file://python:python", "args": "main.py"},
+                   "devices": [{"name": "python"}, {"name": "stdout"}]}]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, content in (("main.py", script), ("boot/system.map", json.dumps(system_map).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+SMOKE_APP = smoke_app()
+PPRINT_PY = (b"import json\nimport pprint\n\nwith open('/dev/input') as fp:\n    data = fp.read()\n"
+             b"    data = json.loads(data)\n    print(pprint.pformat(data))\n")
+GEOMETRIES = (b'{"geometries": [{"coordinates": [100.0, 0.0], "type": "Point"},\n'
+              b'                {"coordinates": [[101.0, 0.0], [102.0, 1.0]],\n'
+              b'                 "type": "LineString"}],\n "type": "GeometryCollection"}')
+
+
 def cat_job(stdin, program=CAT, args=""):
     return [{"name": "n", "exec": {"path": program, "args": args},
              "devices": [{"name": "stdin", "path": stdin}, {"name": "stdout"}]}]
@@ -425,6 +447,26 @@ SCENARIOS = {
         {"name": "red", "exec": {"path": "file://python:python", "args": ["-c", SUM_PY]}, "count": 2,
          "devices": [{"name": "stdout"}]},
     ])],
+    # ZeroCloud's own vagrant smoketest, replayed: a tarball POSTed, a job
+    # description whose image device is a stored tarball, and a GET with
+    # open/1.0 of a JSON object its account has a template for.  The one
+    # change: its system image was called python2.7, the lab's is python.
+    "zerocloud's smoketest": [
+        req("PUT", "/zcsmoke"),
+        req("POST", "", SMOKE_APP, {"X-Zerovm-Execute": "1.0", "Content-Type": "application/x-tar"}),
+        req("PUT", "/zcsmoke/hello.zapp", SMOKE_APP, {"Content-Type": "application/x-tar"}),
+        job([{"name": "example", "exec": {"path": "file://python:python", "args": "main.py"},
+              "devices": [{"name": "python"}, {"name": "stdout"},
+                          {"name": "image", "path": "swift://~/zcsmoke/hello.zapp"}]}]),
+        req("PUT", "/zcsmoke/pprint.zapp", smoke_app(PPRINT_PY), {"Content-Type": "application/x-tar"}),
+        req("PUT", "/.zvm", b""),
+        req("PUT", "/.zvm/application/json/config", json.dumps([
+            {"name": "prettyprint", "exec": {"path": "file://python:python", "args": "main.py"},
+             "devices": [{"name": "python"}, {"name": "stdout"}, {"name": "input", "path": "{.object_path}"},
+                         {"name": "image", "path": "swift://~/zcsmoke/pprint.zapp"}]}]).encode()),
+        req("PUT", "/zcsmoke/data.json", GEOMETRIES, {"Content-Type": "application/json"}),
+        req("GET", "/zcsmoke/data.json", None, {"X-Zerovm-Execute": "open/1.0"}),
+    ],
     # Three copies of a node, on the object's three replicas, compared.
     "replicated node": [job([{**cat_job("swift://AUTH_test/zc/part-2.txt")[0], "replicate": 3}])],
     # As ZeroCloud's docs write a job: a system image device, a name with "-",
@@ -602,6 +644,15 @@ def test_mapreduce_through_dev_out_to_two_reducers_equals_local_count(replies):
     lines = r.body.decode().splitlines()
     assert sorted(lines) == local_wordcount(TEXTS).decode().splitlines()
     assert len(lines) == len(set(w.split()[0] for w in lines))   # each word counted by one reducer
+
+
+def test_zerocloud_smoketest_replayed(replies):
+    _, tarball, put, described, *_, opened = replies["zerocloud's smoketest"]
+    assert put.status == 201, put
+    for r in (tarball, described):
+        assert (r.status, r.headers.get("x-nexe-retcode"), r.body) == (200, "0", b"hello"), r
+    assert (opened.status, opened.headers.get("x-nexe-retcode")) == (200, "0"), opened
+    assert opened.body == (pprint.pformat(json.loads(GEOMETRIES)) + "\n").encode(), opened
 
 
 def test_a_replicated_node_runs_on_every_replica_and_its_copies_agree(replies):
