@@ -1,16 +1,22 @@
 """ZeroVM manifest (Version 20130611): parse, validate, build in code, serialize.
 
-The text format is ZeroVM's: one ``Key = value`` per line, keys are case
-sensitive, ``Channel`` may repeat.  We are stricter than ZeroVM in one way on
-purpose: ZeroVM silently ignored malformed lines, which made the seed post's
-author lose an afternoon; here a malformed line is an error that names its line
-number.  Unknown keys are still tolerated (kept, and written back unchanged).
+The text is read as ZeroVM's own parser (src/main/manifest.c) read it, line kind
+by line kind; docs/sandbox.md has the table.  In short: lines are split on
+``\n`` only; a line counts only if it holds exactly one ``=`` (any other line is
+skipped, which is all ZeroVM had of "comments"); keys are case sensitive and
+unknown ones are skipped (kept here in ``extra`` and written back); numbers are
+C's ``strtoll(s, NULL, 0)``: decimal, ``0x`` hex or leading-zero octal, an empty
+field meaning 0.  What ZeroVM refused is refused with a one-line
+:class:`ManifestError` naming the line.  Where zerolab refuses more (a NUL, a
+file past ZeroVM's buffer, text past line 8192, a relative alias, values that C
+silently wrapped), the code says why.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -22,19 +28,52 @@ DEFAULT_TIMEOUT = 50
 MAX_MEMORY = 4294967296  # wasm32 linear memory cannot be larger
 MAX_TIMEOUT = 2147483647
 
+# ZeroVM's limits (src/main/manifest.c, src/channels/nservice.h, channel.h).
+# Its buffer was MANIFEST_SIZE_LIMIT bytes with no room for the terminating NUL,
+# so the largest manifest it read safely was one byte less.
+MANIFEST_SIZE_LIMIT = 0x80000
+MANIFEST_LINES_LIMIT = 0x2000
+MAX_CHANNELS = 10914        # ChannelsCtor failed at MAX_CHANNELS_NUMBER (10915) channels
+JOB_NAME_LIMIT = 108        # UNIX_PATH_MAX: the Job value's length before trimming
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# g_strstrip trims C's isspace() set, not Python's wider str.strip() set.
+WHITESPACE = " \t\n\v\f\r"
+
 # Channel access types, numbered as ZeroVM's doc/channels.txt numbers them.
 SEQ_READ_SEQ_WRITE = 0
 RND_READ_SEQ_WRITE = 1
 SEQ_READ_RND_WRITE = 2
 RND_READ_RND_WRITE = 3
 
-# Keys ZeroVM knew but zerolab does not act on: accepted so that old manifests load.
-TOLERATED_KEYS = ("Job", "NameServer")
+# Keys ZeroVM knew but zerolab does not act on: checked as ZeroVM checked them,
+# then kept in ``extra`` so that old manifests load and write back unchanged.
+TOLERATED_KEYS = ("Job", "NameServer", "Etag")
 SINGLE_KEYS = ("Version", "Program", "Timeout", "Memory", "Node") + TOLERATED_KEYS
 MANDATORY_KEYS = ("Version", "Program", "Timeout", "Memory")
+# A name whose part before the first ':' is one of these (any case) was a
+# network address to ZeroVM (the PROTOCOLS list of src/main/manifest.h).
+PROTOCOLS = frozenset(("tcp", "udp", "ipc", "inproc", "pgm", "epgm", "regular", "directory",
+                       "character", "block", "fifo", "link", "socket"))
+
+# strtoll with base 0 after trimming: sign, then 0x-hex, 0-octal or decimal.
+_C_INTEGER = re.compile(r"([+-]?)(?:0[xX]([0-9a-fA-F]+)|0([0-7]*)|([1-9][0-9]*))")
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_IPV4 = re.compile(rf"{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}")  # inet_pton's dotted quad
 
 # A channel's source/destination: a host path, or data kept in memory.
 ChannelURI = Union[str, bytes, bytearray, io.BytesIO, None]
+
+
+def _one_line(text: str) -> str:
+    # Values in messages come from hostile text: escape anything that could
+    # break the line (\r, \x85, \u2028...) or hide what follows.
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    """A value quoted for a message, cut so that one bad line gives a short message."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 class ManifestError(ValueError):
@@ -44,11 +83,15 @@ class ManifestError(ValueError):
         self.line = line
         self.source = source
         where = f"{source} line {line}" if line is not None else source
-        super().__init__(f"{where}: {message}")
+        super().__init__(_one_line(f"{where}: {message}"))
 
 
 def parse_int(token: str) -> int:
-    """ZeroVM integers: decimal, 0x hexadecimal, or C-style leading-zero octal."""
+    """zvsh.cfg's integers: decimal, 0x hexadecimal, or C-style leading-zero octal.
+
+    Not the manifest's reader (that is :func:`c_integer`): zvsh's messages rely
+    on this one refusing an empty token and returning values of any size.
+    """
     t = token.strip()
     if not t:
         raise ValueError("empty number")
@@ -61,6 +104,64 @@ def parse_int(token: str) -> int:
     else:
         value = int(digits, 10)
     return -value if neg else value
+
+
+def c_integer(token: str) -> int:
+    """A manifest number as ZeroVM's ToInt read it (g_ascii_strtoll, base 0).
+
+    ValueError: not a number (trailing text, ``0x`` alone, ``08``, ``1_000``,
+    non-ASCII digits).  OverflowError: outside int64, where strtoll set ERANGE.
+    Both were ZeroVM's "invalid numeric value".
+    """
+    t = token.strip(WHITESPACE)
+    if not t:
+        return 0  # strtoll converts nothing and sets no error: ZeroVM read it as 0
+    m = _C_INTEGER.fullmatch(t)
+    if m is None:
+        raise ValueError(f"not a C integer: {_shown(t)}")
+    sign, hexa, octal, decimal = m.groups()
+    digits, base = (hexa, 16) if hexa is not None else (octal, 8) if octal is not None else (decimal, 10)
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > 22:  # longer than any int64 in any base: don't convert megabytes of digits
+        raise OverflowError(f"out of int64 range: {_shown(t)}")
+    n = -int(digits, base) if sign == "-" else int(digits, base)
+    if not INT64_MIN <= n <= INT64_MAX:
+        raise OverflowError(f"out of int64 range: {_shown(t)}")
+    return n
+
+
+def check_source(name: str) -> bool:
+    """ZeroVM's ParseName rules for a channel name or NameServer: True for a
+    network address (protocol:host:port), False for a file; ValueError says
+    why ZeroVM refused it."""
+    name = name.strip(WHITESPACE)
+    parts = name.split(":", 2)
+    protocol = parts[0].strip(WHITESPACE)
+    # g_ascii_strcasecmp: ASCII case folding only (str.lower would fold the Kelvin sign to k)
+    if protocol.isascii() and protocol.lower() in PROTOCOLS:
+        if len(parts) < 3:
+            raise ValueError("a network address is protocol:host:port")
+        host, port = parts[1], parts[2]
+        if "." in host:
+            # inet_pton's dotted quad; 0.0.0.0 too was refused (ZeroVM read a zero result as failure)
+            if not _IPV4.fullmatch(host.strip(WHITESPACE)) or host.strip(WHITESPACE) == "0.0.0.0":
+                raise ValueError(f"malformed ip {_shown(host)}")
+        else:
+            _host_or_port(host)
+        _host_or_port(port)
+        return True
+    if len(parts) > 1:
+        raise ValueError("':' is allowed only in protocol:host:port")
+    if not name.startswith("/"):
+        raise ValueError("only absolute paths are allowed")
+    return False
+
+
+def _host_or_port(token: str) -> None:
+    try:
+        c_integer(token)
+    except (ValueError, OverflowError):
+        raise ValueError(f"invalid number {_shown(token.strip(WHITESPACE))}") from None
 
 
 @dataclass
