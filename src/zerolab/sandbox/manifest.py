@@ -212,12 +212,16 @@ class Channel:
     def validate(self, line: int | None = None, source: str = "manifest") -> None:
         def fail(msg: str) -> None:
             raise ManifestError(msg, line, source)
+        # ZeroVM took any alias, even an empty one; here an alias is the guest
+        # path the channel appears at, so it must be one (and not break a line).
         if not isinstance(self.alias, str) or not self.alias.startswith("/"):
-            fail(f"channel alias {self.alias!r} must be an absolute path like /dev/in")
+            fail(f"channel alias {_shown(str(self.alias))} must be an absolute path like /dev/in")
         if "," in self.alias or "\n" in self.alias:
-            fail(f"channel alias {self.alias!r} contains a comma or newline")
+            fail(f"channel alias {_shown(self.alias)} contains a comma or newline")
         if isinstance(self.uri, str) and (not self.uri or "," in self.uri):
-            fail(f"channel uri {self.uri!r} is empty or contains a comma")
+            fail(f"channel uri {_shown(self.uri)} is empty or contains a comma")
+        # ZeroVM stored type and etag in 32-bit ints and so wrapped 2**32 to 0;
+        # any value but the listed ones is refused here.
         if self.type not in (0, 1, 2, 3):
             fail(f"invalid channel access type {self.type} (expected 0..3)")
         if self.etag not in (0, 1):
@@ -258,95 +262,85 @@ class Manifest:
     extra: dict[str, str] = field(default_factory=dict)  # tolerated keys (Job, NameServer, ...)
     source: str = "manifest"  # where it came from, for error messages
 
+    ignored: list[int] = field(default_factory=list, compare=False, repr=False)
+    """Numbers of the non-blank lines ZeroVM's parser skipped (no single '=', or an unknown key)."""
+
     # ------------------------------------------------------------------ parse
     @classmethod
     def parse(cls, text: str, source: str = "manifest") -> Manifest:
-        values: dict[str, tuple[int, str]] = {}
-        channels: list[tuple[int, str]] = []
+        """The manifest ``text`` as ZeroVM read it; ManifestError names the first line it refused."""
+        singles: dict[str, int] = {}        # key -> the line it was given on
+        aliases: dict[str, int] = {}
+        channels: list[Channel] = []
         extra: dict[str, str] = {}
-        for number, raw in enumerate(text.splitlines(), start=1):
-            stripped = raw.strip()
-            if not stripped or stripped.startswith("#"):
+        ignored: list[int] = []
+        program, timeout, memory, etag, node = "", DEFAULT_TIMEOUT, DEFAULT_MEMORY, 0, None
+        for number, line in enumerate(split_lines(text, source), start=1):
+            if line.count("=") != 1:
+                # ZeroVM took a line only when '=' split it into exactly a key and a
+                # value: a line without '=' (a "# comment") or with two is skipped.
+                if line.strip(WHITESPACE):
+                    ignored.append(number)
                 continue
-            if "=" not in stripped:
-                raise ManifestError(f"expected 'Key = value', got {stripped[:60]!r}", number, source)
-            key, value = (part.strip() for part in stripped.split("=", 1))
-            if not key:
-                raise ManifestError("missing key before '='", number, source)
+            raw_key, raw = line.split("=")
+            key, value = raw_key.strip(WHITESPACE), raw.strip(WHITESPACE)
             if key == "Channel":
-                channels.append((number, value))
-            elif key in SINGLE_KEYS:
-                if key in values:
+                channel = parse_channel(raw, number, source)
+                if channel.alias in aliases:
                     raise ManifestError(
-                        f"duplicate {key} (first given on line {values[key][0]})", number, source)
-                values[key] = (number, value)
+                        f"duplicate channel alias {channel.alias} (first on line {aliases[channel.alias]})",
+                        number, source)
+                aliases[channel.alias] = number
+                channels.append(channel)
+                continue
+            if key not in SINGLE_KEYS:
+                # Unknown (and miscased: keys are compared exactly) keys were skipped
+                # by ZeroVM; they are kept so that a rewrite loses nothing.
+                extra[key] = value
+                ignored.append(number)
+                continue
+            if key in singles:
+                raise ManifestError(f"duplicate {key} (first given on line {singles[key]})", number, source)
+            singles[key] = number
+            if key == "Version":
+                if value != VERSION:
+                    raise ManifestError(f"unsupported Version {_shown(value)} (expected {VERSION})", number, source)
+            elif key == "Program":
+                # ZeroVM took an empty Program and then failed to open it.
+                if not value:
+                    raise ManifestError("Program is empty", number, source)
+                program = value
+            elif key == "Timeout":
+                # ZeroVM kept Timeout in an int32: above 2**31-1 it wrapped (2**32+50
+                # became 50); its documented range is enforced instead.
+                timeout = _integer("Timeout", raw, 1, MAX_TIMEOUT, number, source)
+            elif key == "Memory":
+                memory, etag = _memory(raw, number, source)
+            elif key == "Node":
+                # Only a NameServer with network channels made ZeroVM check Node >= 1;
+                # zerolab has neither, so any int Node loads (an int64 one was wrapped).
+                node = _integer("Node", raw, INT32_MIN, INT32_MAX, number, source)
             else:
-                # ZeroVM ignores unknown keys; we keep them so a rewrite loses nothing.
+                _tolerated(key, raw, number, source)
                 extra[key] = value
         for key in MANDATORY_KEYS:
-            if key not in values:
+            if key not in singles:
                 raise ManifestError(f"mandatory key {key} is missing", None, source)
-
-        def bounded_int(key: str, lo: int, hi: int) -> int:
-            line, value = values[key]
-            try:
-                n = parse_int(value)
-            except ValueError:
-                raise ManifestError(f"{key} must be an integer, got {value!r}", line, source) from None
-            if not lo <= n <= hi:
-                raise ManifestError(f"{key} = {n} is out of range {lo}..{hi}", line, source)
-            return n
-
-        line, version = values["Version"]
-        if version != VERSION:
-            raise ManifestError(f"unsupported Version {version!r} (expected {VERSION})", line, source)
-        line, program = values["Program"]
-        if not program:
-            raise ManifestError("Program is empty", line, source)
-        timeout = bounded_int("Timeout", 1, MAX_TIMEOUT)
-        line, mem_value = values["Memory"]
-        tokens = [t.strip() for t in mem_value.split(",")]
-        if len(tokens) != 2:
-            raise ManifestError(
-                f"Memory must be '<bytes>,<etag 0|1>', got {mem_value!r}", line, source)
-        try:
-            memory = parse_int(tokens[0])
-        except ValueError:
-            raise ManifestError(f"invalid memory size token {tokens[0]!r}", line, source) from None
-        if not 65536 <= memory <= MAX_MEMORY:
-            raise ManifestError(f"memory size {memory} is out of range 65536..{MAX_MEMORY}", line, source)
-        if tokens[1] not in ("0", "1"):
-            raise ManifestError(f"invalid memory etag token {tokens[1]!r} (expected 0 or 1)", line, source)
-        etag = int(tokens[1])
-        node = bounded_int("Node", 1, MAX_TIMEOUT) if "Node" in values else None
-        for key in TOLERATED_KEYS:
-            if key in values:
-                extra[key] = values[key][1]
-
-        parsed: list[Channel] = []
-        seen: dict[str, int] = {}
-        for line, value in channels:
-            channel = parse_channel(value, line, source)
-            if channel.alias in seen:
-                raise ManifestError(
-                    f"duplicate channel alias {channel.alias} (first on line {seen[channel.alias]})",
-                    line, source)
-            seen[channel.alias] = line
-            parsed.append(channel)
-        return cls(program=program, timeout=timeout, memory=memory, channels=parsed,
-                   node=node, etag=etag, extra=extra, source=source)
+        return cls(program=program, timeout=timeout, memory=memory, channels=channels,
+                   node=node, etag=etag, extra=extra, source=source, ignored=ignored)
 
     @classmethod
     def load(cls, path: str) -> Manifest:
         try:
             with open(path, encoding="utf-8") as f:
-                text = f.read(512 * 1024 + 1)
+                # Enough characters to see that a file is over the byte limit.
+                text = f.read(MANIFEST_SIZE_LIMIT)
         except OSError as e:
             raise ManifestError(f"cannot read: {e.strerror}", None, path) from None
         except UnicodeDecodeError:
-            raise ManifestError("is not a text file", None, path) from None
-        if len(text) > 512 * 1024:
-            raise ManifestError("is larger than 512 KiB (ZeroVM's limit)", None, path)
+            # ZeroVM took any bytes; a name that is not UTF-8 could not be shown
+            # in a message or written back, so zerolab refuses the file.
+            raise ManifestError("is not a text file (not UTF-8)", None, path) from None
         return cls.parse(text, source=path)
 
     # -------------------------------------------------------------- serialize
