@@ -64,7 +64,7 @@ def replace_line(number, new):
 
 
 @pytest.mark.parametrize("line, text, expected", [
-    (3, "Timeout 50", "expected 'Key = value'"),
+    (3, "Timeout = 50 # seconds", "Timeout must be an integer, got '50 # seconds'"),
     (3, "Timeout = fifty", "Timeout must be an integer"),
     (3, "Timeout = 0", "Timeout = 0 is out of range"),
     (2, "Version = 20140101", "unsupported Version '20140101'"),

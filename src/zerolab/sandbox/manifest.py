@@ -71,9 +71,13 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-def _shown(value: str, limit: int = 60) -> str:
-    """A value quoted for a message, cut so that one bad line gives a short message."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
+def _clip(value: str, limit: int = 60) -> str:
+    """A value cut for a message, so that one bad line gives a short message."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def _shown(value: str) -> str:
+    return repr(_clip(value))
 
 
 class ManifestError(ValueError):
@@ -259,9 +263,8 @@ class Manifest:
     args: list[str] | None = None
     env: dict[str, str] | None = None
     mounts: list[Mount] | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # tolerated keys (Job, NameServer, ...)
+    extra: dict[str, str] = field(default_factory=dict)  # Job, NameServer, Etag and unknown keys
     source: str = "manifest"  # where it came from, for error messages
-
     ignored: list[int] = field(default_factory=list, compare=False, repr=False)
     """Numbers of the non-blank lines ZeroVM's parser skipped (no single '=', or an unknown key)."""
 
@@ -288,7 +291,7 @@ class Manifest:
                 channel = parse_channel(raw, number, source)
                 if channel.alias in aliases:
                     raise ManifestError(
-                        f"duplicate channel alias {channel.alias} (first on line {aliases[channel.alias]})",
+                        f"duplicate channel alias {_clip(channel.alias)} (first on line {aliases[channel.alias]})",
                         number, source)
                 aliases[channel.alias] = number
                 channels.append(channel)
@@ -306,7 +309,8 @@ class Manifest:
                 if value != VERSION:
                     raise ManifestError(f"unsupported Version {_shown(value)} (expected {VERSION})", number, source)
             elif key == "Program":
-                # ZeroVM took an empty Program and then failed to open it.
+                # ZeroVM took an empty Program and then failed to open it; the
+                # parser already knows it cannot run, so it says so at the line.
                 if not value:
                     raise ManifestError("Program is empty", number, source)
                 program = value
@@ -332,7 +336,8 @@ class Manifest:
     @classmethod
     def load(cls, path: str) -> Manifest:
         try:
-            with open(path, encoding="utf-8") as f:
+            # newline="": ZeroVM split on \n only, so a \r must reach the parser as it is.
+            with open(path, encoding="utf-8", newline="") as f:
                 # Enough characters to see that a file is over the byte limit.
                 text = f.read(MANIFEST_SIZE_LIMIT)
         except OSError as e:
@@ -367,6 +372,11 @@ class Manifest:
             raise ManifestError(f"memory size {self.memory} is out of range 65536..{MAX_MEMORY}")
         if self.etag not in (0, 1):
             raise ManifestError(f"invalid memory etag {self.etag} (expected 0 or 1)")
+        if self.node is not None and not INT32_MIN <= self.node <= INT32_MAX:
+            raise ManifestError(f"Node = {self.node} is out of range {INT32_MIN}..{INT32_MAX}")
+        # Text cannot get here (8192 lines hold fewer channels), a manifest built in code can.
+        if len(self.channels) > MAX_CHANNELS:
+            raise ManifestError(f"{len(self.channels)} channels, more than ZeroVM's {MAX_CHANNELS}")
         seen = set()
         for c in self.channels:
             c.validate()
@@ -382,26 +392,111 @@ class Manifest:
 
 
 def parse_channel(value: str, line: int | None = None, source: str = "manifest") -> Channel:
-    tokens = [t.strip() for t in value.split(",")]
+    """A ``Channel =`` value as ZeroVM read it, refused where ZeroVM refused it
+    and where zerolab cannot serve it (network and multi-uri channels)."""
+    tokens = [t.strip(WHITESPACE) for t in value.split(",")]
+    # ZeroVM refused fewer than 8 fields, and more too: the 8th field then held
+    # the rest of the line ("0,x"), which is not a number.
     if len(tokens) != 8:
         raise ManifestError(
             f"Channel needs 8 comma-separated fields "
             f"(uri,alias,type,etag,gets,get_size,puts,put_size), got {len(tokens)}", line, source)
     uri, alias = tokens[0], tokens[1]
     if ";" in uri:
-        raise ManifestError(f"multi-uri channels are not supported: {uri!r}", line, source)
-    if uri.startswith(("tcp:", "udp:", "ipc:")):
-        raise ManifestError(f"network channels are not supported: {uri!r}", line, source)
+        raise ManifestError(f"multi-uri channels are not supported: {_shown(uri)}", line, source)
+    try:
+        network = check_source(uri)
+    except ValueError as e:
+        raise ManifestError(f"invalid channel name {_shown(uri)}: {e}", line, source) from None
+    if network:
+        raise ManifestError(f"network channels are not supported: {_shown(uri)}", line, source)
     names = ("access type", "etag", "gets", "get_size", "puts", "put_size")
     numbers = []
     for name, token in zip(names, tokens[2:]):
         try:
-            numbers.append(parse_int(token))
-        except ValueError:
-            raise ManifestError(f"invalid channel {name} token {token!r}", line, source) from None
+            numbers.append(c_integer(token))
+        except (ValueError, OverflowError):
+            raise ManifestError(f"invalid channel {name} token {_shown(token)}", line, source) from None
     channel = Channel(uri, alias, *numbers)
     channel.validate(line, source)
     return channel
+
+
+def split_lines(text: str, source: str = "manifest") -> list[str]:
+    """The manifest's lines as ZeroVM split them: on ``\\n`` only (a lone ``\\r``
+    or U+2028 is inside a line), at most 8192 lines, the last holding the rest."""
+    if "\0" in text:
+        # ZeroVM read the manifest as a C string and so ignored everything from
+        # a NUL on, half a line included; refused rather than silently cut.
+        at = text.index("\0")
+        raise ManifestError("holds a NUL character (ZeroVM ignored the text after it)",
+                            text.count("\n", 0, at) + 1, source)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size >= MANIFEST_SIZE_LIMIT:
+        # ZeroVM read at most this many bytes into a buffer of the same size:
+        # a longer manifest was cut, and one this long overran the buffer.
+        raise ManifestError(f"is {size} bytes, ZeroVM's limit is {MANIFEST_SIZE_LIMIT - 1}", None, source)
+    lines = text.split("\n", MANIFEST_LINES_LIMIT - 1)
+    # Past line 8192 ZeroVM glued the rest onto that line, which then usually
+    # had several '=' and was skipped whole: blank lines there change nothing,
+    # anything else (a channel that would silently vanish) is refused.
+    for offset, rest in enumerate(lines[-1].split("\n")[1:], start=1):
+        if rest.strip(WHITESPACE):
+            raise ManifestError(f"is past ZeroVM's limit of {MANIFEST_LINES_LIMIT} lines",
+                                len(lines) + offset, source)
+    return lines
+
+
+def _integer(key: str, raw: str, lo: int, hi: int, line: int, source: str) -> int:
+    token = raw.strip(WHITESPACE)
+    try:
+        n = c_integer(token)
+    except ValueError:
+        raise ManifestError(f"{key} must be an integer, got {_shown(token)}", line, source) from None
+    except OverflowError:
+        n = hi + 1
+    if not lo <= n <= hi:
+        raise ManifestError(f"{key} = {_clip(token)} is out of range {lo}..{hi}", line, source)
+    return n
+
+
+def _memory(raw: str, line: int, source: str) -> tuple[int, int]:
+    """``Memory = <bytes>,<etag>``: ZeroVM split it in two at the first comma."""
+    size_token, comma, etag_token = raw.partition(",")
+    if not comma:
+        raise ManifestError(f"Memory must be '<bytes>,<etag 0|1>', got {_shown(raw.strip(WHITESPACE))}",
+                            line, source)
+    try:
+        etag = c_integer(etag_token)
+    except (ValueError, OverflowError):
+        etag = -1
+    if etag not in (0, 1):
+        raise ManifestError(
+            f"invalid memory etag token {_shown(etag_token.strip(WHITESPACE))} (expected 0 or 1)", line, source)
+    try:
+        memory = c_integer(size_token)
+    except ValueError:
+        raise ManifestError(f"invalid memory size token {_shown(size_token.strip(WHITESPACE))}",
+                            line, source) from None
+    except OverflowError:
+        memory = -1
+    # ZeroVM refused <= 0 and > 4 GiB; its higher floor (its 16 MiB NaCl stack
+    # plus an 8 MiB heap) has no wasm counterpart, so the floor is one wasm page.
+    if not 65536 <= memory <= MAX_MEMORY:
+        raise ManifestError(f"memory size {_clip(size_token.strip(WHITESPACE))} "
+                            f"is out of range 65536..{MAX_MEMORY}", line, source)
+    return memory, etag
+
+
+def _tolerated(key: str, raw: str, line: int, source: str) -> None:
+    """Job, NameServer, Etag: not acted on here, but refused where ZeroVM refused them."""
+    if key == "Job" and len(raw.encode("utf-8", "surrogatepass")) > JOB_NAME_LIMIT:
+        raise ManifestError(f"Job is longer than {JOB_NAME_LIMIT} bytes (a unix socket path)", line, source)
+    if key == "NameServer":
+        try:
+            check_source(raw)
+        except ValueError as e:
+            raise ManifestError(f"invalid NameServer {_shown(raw.strip(WHITESPACE))}: {e}", line, source) from None
 
 
 def os_path(uri: ChannelURI) -> str | None:
