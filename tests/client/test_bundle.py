@@ -88,7 +88,7 @@ def test_members_are_sorted_with_no_times_owners_or_user_names(tmp_path):
     assert (code, err) == (0, "")
     assert out == f"{tmp_path / 'hello.zapp'}: 6 members, {(tmp_path / 'hello.zapp').stat().st_size} bytes\n"
     got = members(tmp_path / "hello.zapp")
-    assert [m.name for m in got] == ["app.py", "boot", "boot/system.map", "lib", "lib/tool.sh", "lib/util.py"]
+    assert [m.name for m in got] == ["boot", "boot/system.map", "app.py", "lib", "lib/tool.sh", "lib/util.py"]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in got} == {(0, 0, 0, "", "")}
     assert {m.name: oct(m.mode) for m in got} == {
         "app.py": "0o644", "boot": "0o755", "boot/system.map": "0o644", "lib": "0o755",

@@ -214,3 +214,18 @@ def test_a_template_that_is_not_utf8_is_400():
     with pytest.raises(JobError) as e:
         apps.fill_template(b"\xff", {}, "u", 100)
     assert e.value.status == 400
+
+
+def test_a_default_stops_at_the_next_brace_of_either_kind():
+    # "{.a={.b=x}" is an unclosed {.a= and a {.b=x}: the default never spans a brace.
+    assert apps.fill_template(b'"{.a={.b=x}"', {}, "u", 100) == b'"{.a=x"'
+
+
+def test_an_app_must_show_its_map_among_its_first_members():
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for i in range(apps.MAX_MEMBERS + 1):
+            archive.addfile(tarfile.TarInfo(f"f{i}"))
+    with pytest.raises(JobError) as e:
+        apps.read_app(out.getvalue(), 1 << 30, 65536)
+    assert e.value.status == 400 and "first 4096 members" in e.value.reason

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from zerolab.zerocloud import protocol
+from zerolab.zerocloud.job import JobError
 
 from .test_apps import TEMPLATE, app_of
 from .test_proxy_filter import make_cluster, one_line_reason, post
@@ -19,10 +20,10 @@ def cluster(zc, monkeypatch):
     return make_cluster(zc, monkeypatch)
 
 
-def get(mw, path, query="", headers=None, user="alice"):
-    """A GET by ``user``; /open/... paths need no header."""
-    env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_USER": user,
-           "wsgi.input": io.BytesIO(b""), "swift.trans_id": "tx1"}
+def get(mw, path, query="", headers=None, user="alice", env=None):
+    """A GET by ``user``; /open/... paths need no header (``env`` adds to its environ)."""
+    env = dict({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_USER": user,
+                "wsgi.input": io.BytesIO(b""), "swift.trans_id": "tx1"}, **(env or {}))
     env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()})
     got = {}
     data = b"".join(mw(env, lambda status, hdrs: got.update(status=status, headers=dict(hdrs))))
@@ -180,3 +181,59 @@ def test_a_plain_get_passes_through(cluster):
     status, headers, _ = get(cluster.filter(), "/v1/a/c/data.txt")
     assert status == 204 and headers.get("X-Passed") == "yes"
     assert cluster.swift.seen == [("app", "GET", "/v1/a/c/data.txt")]
+
+
+# ------------------------------------------------- who may run (review fixes)
+def test_a_temporary_url_or_an_unjudged_override_cannot_run_jobs(cluster):
+    cluster.swift.meta["/v1/a/bin/wc.wasm"] = {"Content-Type": "application/wasm"}
+    for env in ({"REMOTE_USER": ".wsgi.tempurl", "swift.authorize": lambda req: None},
+                {"swift.authorize_override": True}):
+        status, _, data = post(cluster.filter(), app_of(), content_type="application/x-tar", env=env)
+        assert status == 403, data
+        mw = cluster.filter()
+        got = get(mw, "/v1/a/bin/wc.wasm", headers={"X-Zerovm-Execute": "open/1.0"}, env=env)
+        assert got[0] == 403
+    assert cluster.servers.executes == []
+
+
+def test_a_get_execution_needs_the_right_to_run_jobs_in_the_account_not_only_to_read(zc, cluster):
+    from .test_proxy_filter import tempauth
+    cluster.swift.meta["/v1/a/bin/wc.wasm"] = {"Content-Type": "application/wasm"}
+    cluster.swift.acls["/v1/a/bin"] = ".r:*"   # anyone may read it
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/open/a/bin/wc.wasm", "QUERY_STRING": "", "REMOTE_USER": "bob",
+           "wsgi.input": io.BytesIO(b""), "swift.trans_id": "tx1", "swift.authorize": tempauth}
+    cluster.swift.caller = "bob"
+    status = {}
+    b"".join(cluster.filter()(env, lambda s, h: status.update(s=s)))
+    assert status["s"].startswith("403")
+    assert cluster.servers.executes == []
+
+
+def test_a_source_that_is_a_job_is_bounded_by_zerovm_maxconfig(cluster):
+    cluster.swift.objects["/v1/a/jobs/big.json"] = b"[" + b" " * 70000 + b"]"
+    cluster.swift.meta["/v1/a/jobs/big.json"] = {"Content-Type": "application/json"}
+    status, _, data = post(cluster.filter(), b"", content_type="", headers={"X-Zerovm-Source": "swift://a/jobs/big.json"})
+    assert status == 413 and "zerovm_maxconfig" in one_line_reason(data)
+
+
+def test_an_empty_body_with_a_source_is_an_empty_stdin(cluster):
+    cluster.swift.objects["/v1/a/jobs/cat.json"] = json.dumps(STDIN_JOB).encode()
+    cluster.swift.meta["/v1/a/jobs/cat.json"] = {"Content-Type": "application/json"}
+    status, _, data = post(cluster.filter(), b"", content_type="", headers={"X-Zerovm-Source": "swift://a/jobs/cat.json"})
+    assert status == 200, data
+    assert cluster.servers.executes[0]["request"].inputs == (protocol.InputChannel("/dev/stdin", payload=0),)
+
+
+def test_an_apps_unpacked_bytes_count_against_zerovm_maxjobinput(cluster):
+    big = app_of(**{"blob.bin": b"\0" * (2 << 20)})   # 2 MiB of zeros: a few KiB gzipped
+    status, _, data = post(cluster.filter(zerovm_maxjobinput=1 << 20), gzip.compress(big),
+                           content_type="application/gzip")
+    assert status == 413 and "zerovm_maxjobinput" in one_line_reason(data)
+
+
+def test_path_parts_are_the_names_the_wsgi_path_spells(zc):
+    req = zc.proxy.Request({"PATH_INFO": "/v1/a/c/x y\xc3\xa9*"})   # UTF-8 read as Latin-1, as WSGI has it
+    assert zc.proxy.path_parts(req, 4, 4) == ["v1", "a", "c", "x yé*"]
+    with pytest.raises(JobError) as e:
+        zc.proxy.path_parts(zc.proxy.Request({"PATH_INFO": "/v1/a/\xff"}), 2, 4)
+    assert e.value.status == 400

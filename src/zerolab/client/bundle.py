@@ -6,7 +6,7 @@ An app is a gzipped tar whose ``boot/system.map`` is its job description
 * the directory must hold ``boot/system.map``, a regular file (not a
   symlink), whose JSON job.parse() accepts (checked before anything is
   written, with the system images the caller names: ``python`` always);
-* members go in sorted by name, each with mtime 0, uid/gid 0, no user or
+* members go in sorted by name (``boot/system.map`` first), each with mtime 0, uid/gid 0, no user or
   group names and a mode of 0755 (directories, executables) or 0644; the
   gzip header has no name and mtime 0, so the same directory gives the same
   bytes on every run and every machine (with the same zlib);
@@ -217,8 +217,11 @@ def walk(root: str, skip: set[tuple[int, int]]) -> list[Member]:
             else:
                 raise AppError(f"{quoted(name)} is not a regular file, directory or symlink (a device, FIFO "
                                f"or socket cannot go in an app)")
-    # Code point order is UTF-8 byte order; a directory sorts before what it holds.
-    members.sort(key=lambda m: m.name)
+    # Code point order is UTF-8 byte order; a directory sorts before what it
+    # holds.  boot/ and its system.map first: the proxy reads an app's
+    # members only until it finds the map (and at most a few thousand).
+    first = ("boot", "boot/system.map")
+    members.sort(key=lambda m: (m.name not in first, first.index(m.name) if m.name in first else 0, m.name))
     return members
 
 

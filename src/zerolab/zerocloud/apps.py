@@ -45,9 +45,15 @@ USTAR_MAGIC = b"ustar"
 USTAR_OFFSET = 257
 # Where an account keeps its GET templates (ZeroCloud's zerovm_registry_path).
 REGISTRY_CONTAINER = ".zvm"
-# {.name} or {.name=default}: no nesting, no backtracking (the default stops at "}").
-VARIABLE = re.compile(r"\{\.([A-Za-z0-9_-]{1,128})(?:=([^}]*))?\}")
+# {.name} or {.name=default}: no nesting.  The default stops at the next
+# brace of either kind, so a failed match never scans past where the next
+# one starts: linear, where "[^}]*" made "{.a={.a={.a=..." quadratic.
+VARIABLE = re.compile(r"\{\.([A-Za-z0-9_-]{1,128})(?:=([^{}]*))?\}")
 OBJECT_PATH = "object_path"
+# The members read before boot/system.map must have turned up: each costs
+# tarfile a header parse (120,000 empty members took seconds of the proxy's
+# only thread).
+MAX_MEMBERS = 4096
 # tarfile raises these (and only these, as fuzzed) on a broken archive.
 TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, UnicodeError, OverflowError, zlib.error)
 
@@ -98,7 +104,15 @@ def read_app(data: bytes, max_size: int, max_map: int) -> App:
         raise JobError(413, f"the app is more than zerovm_maxnexe ({max_size} bytes)")
     try:
         with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
-            for member in archive:
+            offset = -1
+            for number, member in enumerate(archive, start=1):
+                if number > MAX_MEMBERS:
+                    raise JobError(400, f"the app has no {SYSTEM_MAP} among its first {MAX_MEMBERS} members: "
+                                        f"put it first (zerolab-app bundle does)")
+                if archive.offset <= offset:
+                    # Each member moves on; one that does not is a loop (CVE-2025-8194).
+                    raise JobError(400, "the app is not a readable tar (a member's size loops back)")
+                offset = archive.offset
                 if member.name.removeprefix("./") != SYSTEM_MAP:
                     continue
                 if not member.isfile():

@@ -333,9 +333,14 @@ class JobRun:
     def execute(self, inst: jobs.Instance, plan: Plan, fed: Fed) -> Result:
         payloads: list[Piece] = list(plan.payloads)
         inputs = list(plan.request.inputs)
+        # A source's whole stdout goes to a target that is one instance (as
+        # zerolab always did); to one of many it would be sent to each: they
+        # get their own /dev/out partitions only.
+        whole_stdout = inst.node.count == 1 and inst.node.wildcard_device is None
         for source in inst.sources:
-            payloads.append(fed.get((source, None), b""))
-            inputs.append(protocol.InputChannel(jobs.CONNECT_PREFIX + source, payload=len(payloads) - 1))
+            if whole_stdout:
+                payloads.append(fed.get((source, None), b""))
+                inputs.append(protocol.InputChannel(jobs.CONNECT_PREFIX + source, payload=len(payloads) - 1))
             payloads.append(fed.get((source, inst.name), b""))
             inputs.append(protocol.InputChannel(jobs.IN_PREFIX + source, payload=len(payloads) - 1))
         request = replace(plan.request, inputs=tuple(inputs))
@@ -351,37 +356,43 @@ class JobRun:
 
     def run_copies(self, inst: jobs.Instance, plan: Plan, route: Route, pieces: list[Piece]) -> Result:
         """ZeroCloud's ``replicate``: copies of the instance, one after
-        another, each on a server none of the others ran on (for a colocated
-        node, another replica of its object), then compared: the same exit
-        and return codes and the same digests of every channel (ZeroVM's
-        determinism), or the node is stopped with "replicas disagree".  The
-        first copy's outputs are the node's; the others' are dropped."""
-        copies: list[Result] = []
+        another, each on a host none of the others ran on (for a colocated
+        node, another replica of its object), each compared with the first
+        as it comes: the same exit and return codes and the same digests of
+        every channel (ZeroVM's determinism), or the node is stopped with
+        "replicas disagree".  The first copy's outputs are the node's; a
+        later copy's are dropped as soon as it is compared."""
+        first: Result | None = None
+        places: list[str] = []
+        differing: list[str] = []
         servers = list(route.nodes)
         for number in range(1, inst.node.replicate + 1):
             result, used = self.run_on(inst, plan, replace(route, nodes=servers), pieces)
             if used is None:   # no server left that could run this copy
-                for copy in copies:
-                    self.discard(copy)
+                if first is not None:
+                    self.discard(first)
                 return result.fail(result.status, f"{result.reason} (copy {number} of replicate "
-                                                  f"{inst.node.replicate}, on a server no other copy ran on)")
-            copies.append(result)
-            servers = [s for s in servers if s is not used]
-            if result.status != 200:
-                break   # stopped by a limit: nothing to compare
-        first, others = copies[0], copies[1:]
-        differing = [c for c in others if c.report is None or first.report is None or
-                     (c.report.exit_code, c.report.user_rc, c.report.etag) !=
-                     (first.report.exit_code, first.report.user_rc, first.report.etag)]
-        colocated = " ".join(c.colocated for c in copies)
-        where = " ".join(c.colocated for c in [first, *differing])
-        for copy in others:
-            self.discard(copy)
-        first.colocated = colocated
+                                                  f"{inst.node.replicate})")
+            # Later copies on other hosts: two devices of one host are one failure.
+            servers = [s for s in servers if (s.get("ip"), s.get("port")) != (used.get("ip"), used.get("port"))]
+            places.append(result.colocated)
+            if first is None:
+                first = result
+                if result.status != 200:
+                    break   # stopped by a limit: nothing to compare
+                continue
+            if result.report is None or first.report is None or \
+                    (result.report.exit_code, result.report.user_rc, result.report.etag) != \
+                    (first.report.exit_code, first.report.user_rc, first.report.etag):
+                differing.append(result.colocated)
+            self.discard(result)   # only its report counted: its outputs go at once
+        assert first is not None   # replicate is at least 2
+        first.colocated = " ".join(places)
         if differing and first.status == 200 and first.report is not None:
+            where = " ".join([places[0], *differing])
             first.report = replace(first.report, exit_state=f"replicas disagree ({where})")
             first.diverged = True
-            first.fail(409, f"node {inst.name!r}: its {len(copies)} copies wrote different data ({where})")
+            first.fail(409, f"node {inst.name!r}: its {len(places)} copies wrote different data ({where})")
         return first
 
     def run_on(self, inst: jobs.Instance, plan: Plan, route: Route,

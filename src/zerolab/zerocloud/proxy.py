@@ -186,16 +186,14 @@ class ProxyQueryMiddleware:
         if method != "POST":
             raise JobError(400, f"X-Zerovm-Execute 1.0 on a {method!a}: POST a job, or GET with open/1.0")
         try:
-            version, account, container, obj = split_path(req.path, 2, 4, True)
+            version, account, container, obj = path_parts(req, 2, 4)
         except ValueError:
             raise JobError(400, f"POST a job to /v1/<account> (got {req.path})") from None
         if container and not obj:
             raise JobError(400, "POST a job to /v1/<account>, or a script to /v1/<account>/<container>/<object>")
-        authorize = req.environ.get("swift.authorize")
-        if authorize is not None:
-            denied = authorize(req)
-            if denied is not None:
-                return denied
+        denied = self.authorize_execution(req, account, req)
+        if denied is not None:
+            return denied
         cost = JobCost(self.config.max_job_input, self.config.max_job_output)
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         source = req.headers.get("X-Zerovm-Source")
@@ -203,27 +201,33 @@ class ProxyQueryMiddleware:
             if container:
                 raise JobError(400, "POST a job with X-Zerovm-Source to /v1/<account>")
             # The job is the object; the request's body, if any, is its stdin.
-            path = jobs.SwiftPath.parse(source.strip(), "X-Zerovm-Source", own_account=account)
+            path = jobs.SwiftPath.parse(native(source.strip(), "X-Zerovm-Source"), "X-Zerovm-Source",
+                                        own_account=account)
             if path.wildcard:
                 raise JobError(400, "X-Zerovm-Source names one object; it cannot have a wildcard")
             posted = self.read_body(req, cost, self.config.max_job_input, "zerovm_maxjobinput", empty=True)
             data, ctype = self.objects.fetch_source(req, cost, path, "X-Zerovm-Source", self.config.max_nexe,
                                                     "zerovm_maxnexe")
-            nodes = self.parse_job(data, apps.kind_of(data, ctype), account, posted=posted or None)
+            kind = apps.kind_of(data, ctype)
+            if kind != "app" and len(data) > self.config.max_config:
+                # Only an app may be as large as a program; a job or script is parsed whole.
+                raise JobError(413, f"X-Zerovm-Source: {path} is a {kind} of {len(data)} bytes, more than "
+                                    f"zerovm_maxconfig ({self.config.max_config})")
+            nodes = self.parse_job(data, kind, account, cost, posted=posted)
         elif ctype in apps.TAR_TYPES:
             if container:
                 raise JobError(400, "POST an app (a tar) to /v1/<account>, not to an object")
             data = self.read_body(req, cost, self.config.max_nexe, "zerovm_maxnexe")
-            nodes = self.parse_job(data, "app", account)
+            nodes = self.parse_job(data, "app", account, cost)
         else:
             data = self.read_body(req, cost, self.config.max_config, "zerovm_maxconfig")
             if ctype in apps.JSON_TYPES:
                 if container:
                     raise JobError(400, "POST a JSON job description to /v1/<account>, not to an object")
-                nodes = self.parse_job(data, "job", account)
+                nodes = self.parse_job(data, "job", account, cost)
             else:
                 stdin = SwiftPath(account, container, obj) if obj else None
-                nodes = self.parse_job(data, "script", account, stdin=stdin)
+                nodes = self.parse_job(data, "script", account, cost, stdin=stdin)
         return self.run(req, nodes, cost, started)
 
     def open(self, req: Request, started: float) -> Response:
@@ -232,24 +236,28 @@ class ProxyQueryMiddleware:
         boot/system.map when it is an app, else the account's template for
         its content type; the answer is the job's (its stdout)."""
         try:
-            version, account, container, obj = split_path(req.path, 4, 4, True)
+            version, account, container, obj = path_parts(req, 4, 4)
         except ValueError:
             raise JobError(400, f"open/1.0: GET /open/<account>/<container>/<object> (got {req.path})") from None
         if "*" in obj:
             raise JobError(400, "open/1.0: an object whose name has * cannot be opened (it would be a wildcard)")
         where = "open/1.0"
         path = SwiftPath.parse(f"swift://{account}/{container}/{obj}", where)
+        denied = self.authorize_execution(req, account, Request(dict(req.environ, REQUEST_METHOD="POST",
+                                                                       PATH_INFO=f"/v1/{account}")))
+        if denied is not None:
+            return denied
         cost = JobCost(self.config.max_job_input, self.config.max_job_output)
         head = self.objects.check_readable(req, path, where)
         ctype = str(head.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        params = {str(k): str(v) for k, v in req.params.items()}
+        params = {native(str(k), "the query"): native(str(v), "the query") for k, v in req.params.items()}
         if ctype in apps.PROGRAM_TYPES or obj.endswith(".wasm"):
             program = {"name": "open", "exec": {"path": str(path), "args": params.get("args", "")},
                        "devices": [{"name": "stdout", "content_type": params.get("content_type", "text/plain")}]}
-            nodes = self.parse_job(json.dumps([program]).encode(), "job", account)
+            nodes = self.parse_job(json.dumps([program]).encode(), "job", account, cost)
         elif ctype in apps.TAR_TYPES:
             data, _ = self.objects.fetch_source(req, cost, path, where, self.config.max_nexe, "zerovm_maxnexe")
-            nodes = self.parse_job(data, "app", account)
+            nodes = self.parse_job(data, "app", account, cost)
         else:
             name = apps.template_path(ctype)
             if name is None:
@@ -264,7 +272,7 @@ class ProxyQueryMiddleware:
                 raise JobError(404, f"{where}: no application registered for {ctype}: put a job template at "
                                     f"/v1/{account}/{apps.REGISTRY_CONTAINER}/{name}") from None
             job = apps.fill_template(template, params, str(path), self.config.max_config)
-            nodes = self.parse_job(job, "job", account)
+            nodes = self.parse_job(job, "job", account, cost)
         # ZeroCloud's CGI variables: what the program knows of the GET.
         cgi = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/{account}/{container}/{obj}",
                "QUERY_STRING": req.query_string or "", "CONTENT_TYPE": ctype}
@@ -272,7 +280,24 @@ class ProxyQueryMiddleware:
             node.env = dict(cgi, **node.env)
         return self.run(req, nodes, cost, started)
 
-    def parse_job(self, data: bytes, kind: str, account: str, posted: bytes | None = None,
+    def authorize_execution(self, req: Request, account: str, post: Request) -> Response | None:
+        """Whether the caller may run jobs billed to ``account``: what the auth
+        middleware says of a POST there (``post``), as ZeroCloud allowed only
+        the account's owner.  Not for a temporary URL or a request that an
+        auth middleware waved through without a verdict (container sync):
+        they grant one object, never the account's rights."""
+        env = req.environ
+        if env.get("REMOTE_USER") == ".wsgi.tempurl":
+            raise JobError(403, "a temporary URL cannot run jobs: use a token of the account")
+        authorize = env.get("swift.authorize")
+        if authorize is None:
+            if env.get("swift.authorize_override"):
+                raise JobError(403, "this request's authorization cannot run jobs: use a token of the account")
+            return None   # no auth middleware at all: Swift lets everything through too
+        denied: Response | None = authorize(post)
+        return denied
+
+    def parse_job(self, data: bytes, kind: str, account: str, cost: JobCost, posted: bytes | None = None,
                   stdin: SwiftPath | None = None) -> list[jobs.Node]:
         """A job's nodes from what it came as: "job" (JSON), "app" (a tar
         with boot/system.map, mounted by every node) or "script" (#!)."""
@@ -281,6 +306,8 @@ class ProxyQueryMiddleware:
             return jobs.parse(data, config.sysimages, config.max_nodes, own_account=account, posted=posted)
         if kind == "app":
             app = apps.read_app(data, config.max_nexe, config.max_config)
+            if app.image is not data:   # unpacked: held beside the body
+                cost.inputs.take(len(app.image))
             return jobs.parse(app.system_map, config.sysimages, config.max_nodes, own_account=account,
                               app=app.image, posted=posted)
         return jobs.parse_script(data, config.sysimages, stdin, own_account=account, posted=posted)
@@ -310,6 +337,21 @@ class ProxyQueryMiddleware:
         if not body and not empty:
             raise JobError(400, "empty job: POST a JSON job description, an app (a tar) or a #! script")
         return body
+
+
+def native(text: str, what: str) -> str:
+    """A WSGI string (UTF-8 bytes read as Latin-1: PATH_INFO, the query,
+    headers) as the text it spells."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise JobError(400, f"{what} is not UTF-8 text") from None
+
+
+def path_parts(req: Request, minsegs: int, maxsegs: int) -> list[str]:
+    """The request's path, split as Swift does (version, account, ...), each
+    part as the name it spells: not req.path, which swob quotes."""
+    return list(split_path(native(str(req.environ.get("PATH_INFO") or ""), "the path"), minsegs, maxsegs, True))
 
 
 def filter_factory(global_conf: Mapping[str, str], **local_conf: str) -> Callable[[WSGIApplication], ProxyQueryMiddleware]:

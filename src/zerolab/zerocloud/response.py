@@ -35,6 +35,7 @@ from . import job as jobs
 from . import protocol
 
 STDERR_TAIL = 2000
+MAX_ETAG_ELEMENT = 512
 # An instance's outputs are held in memory up to this many bytes, then in a file.
 SPOOL_MEMORY = 64 << 10
 # The answer's body is sent in pieces of this size (Swift's client_chunk_size).
@@ -205,13 +206,22 @@ def not_run(reason: str) -> protocol.JobReport:
                               validator=2, etag="disable", elapsed=0.0, cdr=exit_status.NO_ACCOUNTING)
 
 
+def etag_element(etag: str) -> str:
+    """A node's channel digests, or when there are many (a source of a wide
+    connect has one per target) the SHA-1 of them: a header line must stay
+    well under what HTTP clients read (http.client: 64 KiB)."""
+    if len(etag) <= MAX_ETAG_ELEMENT:
+        return etag
+    return "digests-sha1 " + hashlib.sha1(etag.encode(), usedforsecurity=False).hexdigest()
+
+
 def nexe_headers(results: list[Result], started: float) -> dict[str, str]:
     reports = [r.report or not_run(r.reason) for r in results]
     return {
         "X-Nexe-System": ",".join(r.inst.name for r in results),
         "X-Nexe-Status": ",".join(header_value(r.exit_state) for r in reports),
         "X-Nexe-Retcode": ",".join(str(r.user_rc) for r in reports),
-        "X-Nexe-Etag": ",".join(header_value(r.etag) for r in reports),
+        "X-Nexe-Etag": ",".join(header_value(etag_element(r.etag)) for r in reports),
         "X-Nexe-Validation": ",".join(str(r.validator) for r in reports),
         "X-Nexe-Colocated": ",".join(r.colocated for r in results),
         "X-Nexe-Cdr-Line": ", ".join([f"{time.time() - started:.3f}"] + [

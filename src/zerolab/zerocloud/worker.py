@@ -164,16 +164,22 @@ class JobRunner:
             if out.limit is None:   # the object server always sets it: its own cap applies
                 return protocol.Refusal("bad-request", f"output {out.alias} has no limit"), []
             channels.append(Channel(None, out.alias, SEQ_READ_SEQ_WRITE, 1, 0, 0, DEFAULT_LIMIT, out.limit))
+        for alias in ("/dev/stdout", "/dev/stderr"):
+            if not any(c.alias == alias for c in channels):
+                # Not asked for: written to nothing, as ZeroVM gave /dev/null
+                # (CPython will not start without descriptors 1 and 2).
+                channels.append(Channel(os.devnull, alias, SEQ_READ_SEQ_WRITE, 0, 0, 0, DEFAULT_LIMIT, DEFAULT_LIMIT))
         manifest = Manifest(program=program, timeout=max(1, request.timeout if request.timeout is not None else 10),
                             memory=request.memory if request.memory is not None else 256 << 20,
                             channels=channels, node=1)
         args = list(request.args) or [posixpath.basename(program)]
         report = self.executor.run(manifest, images=images, args=args, env=dict(request.env))
-        if report.quota_hit and report.exit_code in (exit_status.OK, exit_status.GUEST_EXIT):
+        if report.quota_hit and report.exit_code in (exit_status.OK, exit_status.GUEST_EXIT, exit_status.CRASH):
             # Here every limit is the cluster's (zerovm_maxoutput, the input's
             # size), not one the job chose: what the guest wrote or read past
             # it is missing, so the node did not finish its work.
-            report.exit_code = exit_status.QUOTA   # its state already names the limit
+            # (and a guest that crashed after the hit crashed on cut data)
+            report.exit_code, report.exit_state = exit_status.QUOTA, f"quota: {report.quota_hit}"
         if request.program_name:   # name the program as the user did, not our cache file
             report.exit_state = report.exit_state.replace(program, request.program_name)
         names = tuple(out.alias for out in request.outputs)
