@@ -234,16 +234,26 @@ def parse_cfg(text: str, source: str) -> ZvshCfg:
     return cfg
 
 
-def read_cfg(path: str) -> ZvshCfg:
-    """Reads and parses one file; any trouble is a CfgError naming it."""
+def read_cfg(path: str, found: bool = False) -> ZvshCfg:
+    """Reads and parses one file; any trouble is a CfgError naming it.
+
+    ``found``: the file was not named on the command line but found in one
+    of zvsh's places (./zvsh.cfg of whatever directory zvsh runs in, say a
+    fresh clone): then, as ssh does with its files, it must be the user's or
+    root's and writable by nobody else, since its [fstab] can give a guest a
+    host file read-write."""
     try:
         # O_NONBLOCK: a FIFO named zvsh.cfg must not hang us before the check below
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise CfgError(f"{path}: cannot read: {e.strerror}; fix the path or its permissions") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise CfgError(f"{path}: not a regular file; point zvsh at a zvsh.cfg file")
+        if found and (st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o022):
+            raise CfgError(f"{path}: owned by another user or writable by others, so zvsh will not read it; "
+                           f"chmod go-w it (and own it), or name it with --zvm-cfg")
         data = b""
         while len(data) <= MAX_CFG_BYTES:
             chunk = os.read(fd, MAX_CFG_BYTES + 1 - len(data))
@@ -273,7 +283,7 @@ def load_cfg(explicit: str | None) -> ZvshCfg:
     merged = ZvshCfg()
     for path in reversed([os.path.expanduser(p) for p in CFG_PATHS]):
         if os.path.exists(path):   # absent is fine (as for zvsh); present but unreadable is not
-            merged = read_cfg(path).over(merged)
+            merged = read_cfg(path, found=True).over(merged)
     return merged
 
 
