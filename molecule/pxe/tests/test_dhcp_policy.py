@@ -6,6 +6,7 @@ from conftest import SERVER
 from zerolab.pxe.client import ARCH_ARM32_EFI, ARCH_BIOS, ARCH_EFI_X64, dhcp_probe
 
 UNKNOWN = "52:54:00:62:0f:0f"   # no policy
+ARCH_ARM64_EFI = 11             # RFC 4578 (IANA): ARM 64-bit UEFI
 
 
 @pytest.mark.parametrize("arch, user_class, mac, boot_file", [
@@ -14,6 +15,7 @@ UNKNOWN = "52:54:00:62:0f:0f"   # no policy
     (ARCH_BIOS, "iPXE", "52:54:00:62:00:01", "pxelinux.0"),   # policy: loader pxelinux
     (ARCH_EFI_X64, None, UNKNOWN, "debian-installer/amd64/bootnetx64.efi"),
     (ARCH_EFI_X64, "iPXE", UNKNOWN, f"http://{SERVER}/boot.ipxe"),
+    (ARCH_ARM64_EFI, None, UNKNOWN, "debian-installer/arm64/bootnetaa64.efi"),   # pxe_arm64
 ])
 def test_each_firmware_gets_its_loader(bridge, arch, user_class, mac, boot_file):
     offer = dhcp_probe(bridge, mac, arch, user_class)

@@ -46,11 +46,19 @@ def tftp_get(path):
 
 
 @pytest.mark.parametrize("path", ["pxelinux.0", "images/debian-12/linux",
+                                  "debian-installer/arm64/bootnetaa64.efi", "debian-installer/arm64/grubaa64.efi",
                                   "debian-installer/amd64/bootnetx64.efi"])
 def test_tftp_serves_the_loaders_and_the_installer_kernel(host, path):
     data = tftp_get(path)
     assert len(data) > 10_000
     assert hashlib.sha256(data).hexdigest() == host.file(f"{ROOT}/{path}").sha256sum
+
+
+def test_the_arm64_grub_menu_installs_the_arm64_installer():
+    menu = tftp_get("debian-installer/arm64/grub/grub.cfg").decode()
+    assert "linux /images/debian-12-arm64/linux" in menu and "initrd /images/debian-12-arm64/initrd.gz" in menu
+    assert "set default=local" in menu
+    assert len(tftp_get("images/debian-12-arm64/initrd.gz")) > 10_000
 
 
 def test_tftp_refuses_a_missing_file():
