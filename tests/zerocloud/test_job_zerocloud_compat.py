@@ -195,3 +195,30 @@ def test_any_extra_keys_are_ignored_and_said_in_ascii(extra):
     assert len(nodes[0].ignored) == len(extra)
     header = job.ignored_keys(nodes)
     assert header.isascii() and header.isprintable()
+
+
+def test_with_a_count_an_outputs_star_is_the_instance_number():
+    nodes = parse([{"name": "gen", "exec": {"path": WC}, "count": 3,
+                    "devices": [{"name": "stdout", "path": "swift://./out/part-*.txt", "meta": {"Kind": "gen"},
+                                 "min_size": 1}]}])
+    (stage,) = job.expand(nodes, lambda p: [])
+    outs = [i.devices[0] for i in stage]
+    assert [str(d.path) for d in outs] == [f"swift://AUTH_test/out/part-{n}.txt" for n in (1, 2, 3)]
+    assert all(d.meta == {"Kind": "gen"} and d.min_size == 1 for d in outs)
+
+
+@pytest.mark.parametrize("count, path", [(1, "swift://a/out/part-*.txt"), (3, "swift://a/out/*-*.txt")])
+def test_an_output_star_without_an_input_star_needs_a_count_and_one_star(count, path):
+    assert "wildcard in an output path" in refused([{"name": "gen", "exec": {"path": WC}, "count": count,
+                                                     "devices": [{"name": "stdout", "path": path}]}])
+
+
+def test_a_fanned_out_output_keeps_its_meta_and_min_size():
+    nodes = parse([{"name": "map", "exec": {"path": WC},
+                    "devices": [{"name": "stdin", "path": "swift://a/in/*.txt"},
+                                {"name": "stdout", "path": "swift://a/out/*.count", "meta": {"From": "map"},
+                                 "min_size": 2}]}])
+    (stage,) = job.expand(nodes, lambda p: ["x.txt", "y.txt"])
+    outs = [i.devices[1] for i in stage]
+    assert [str(d.path) for d in outs] == ["swift://a/out/x.count", "swift://a/out/y.count"]
+    assert all(d.meta == {"From": "map"} and d.min_size == 2 for d in outs)

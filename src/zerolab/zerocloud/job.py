@@ -31,7 +31,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 
 # Device names a node may declare, and the channel alias each one gets.
@@ -466,18 +466,22 @@ def parse_node(raw: object, index: int, sysimages: AbstractSet[str], max_nodes: 
         raise bad(f"{where}: only one readable device may have a wildcard")
     if any(device_name in ("image", "script") for device_name, _ in wild_readable):
         raise bad(f"{where}: image and script devices cannot have wildcards")
-    if wild and not wild_readable:
-        raise bad(f"{where}: a wildcard in an output path needs a wildcard input to fill it")
-    for device_name, path in wild:
-        input_name, input_path = wild_readable[0]
-        if device_name in WRITABLE and path.obj.count("*") != input_path.obj.count("*"):
-            raise bad(f"{where}: {device_name} path must have as many * as {input_name}'s")
-
     count = raw.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise bad(f"{where}: count must be a positive integer")
     if count > max_nodes:
         raise too_many_nodes(f"{where}: count {count} is more than zerovm_maxnodes ({max_nodes})")
+    if wild and not wild_readable:
+        # ZeroCloud: with count, an output's * is the instance's number.
+        if count == 1 or any(path.obj.count("*") != 1 for _, path in wild):
+            raise bad(f"{where}: a wildcard in an output path needs a wildcard input to fill it, or a count "
+                      f"(one * for the instance's number)")
+    for device_name, path in wild:
+        if not wild_readable:
+            break
+        input_name, input_path = wild_readable[0]
+        if device_name in WRITABLE and path.obj.count("*") != input_path.obj.count("*"):
+            raise bad(f"{where}: {device_name} path must have as many * as {input_name}'s")
     connect = raw.get("connect", [])
     if not isinstance(connect, list) or not all(isinstance(c, str) for c in connect):
         raise bad(f"{where}: connect must be a list of node names")
@@ -714,7 +718,7 @@ def expand(nodes: list[Node], list_objects: Callable[[SwiftPath], list[str]],
             made = [Instance(f"{n.name}-{i}", n, list(n.args), [fill(d, wild, obj) for d in n.devices])
                     for i, obj in enumerate(objects[n.name], start=1)]
         elif n.count > 1:
-            made = [Instance(f"{n.name}-{i}", n, list(n.args), list(n.devices))
+            made = [Instance(f"{n.name}-{i}", n, list(n.args), [numbered(d, i) for d in n.devices])
                     for i in range(1, n.count + 1)]
         else:
             made = [Instance(n.name, n, list(n.args), list(n.devices))]
@@ -746,8 +750,7 @@ def fill(device: Device, wild: Device, obj: str) -> Device:
     if device.path is None or not device.path.wildcard:
         return device
     if device is wild:
-        return Device(device.name, SwiftPath(device.path.account, device.path.container, obj),
-                      device.content_type)
+        return replace(device, path=SwiftPath(device.path.account, device.path.container, obj))
     matched = wild.path.match(obj) if wild.path is not None else None
     if matched is None:
         raise ValueError(f"{obj!r} does not match {wild.path}")   # expand passes matching names only
@@ -757,8 +760,15 @@ def fill(device: Device, wild: Device, obj: str) -> Device:
     if size > MAX_OBJECT_NAME:
         raise bad(f"{device.name} path filled from {obj!r:.80} would be {size} bytes, "
                   f"more than Swift's limit of {MAX_OBJECT_NAME}")
-    return Device(device.name, SwiftPath(device.path.account, device.path.container, filled),
-                  device.content_type)
+    return replace(device, path=SwiftPath(device.path.account, device.path.container, filled))
+
+
+def numbered(device: Device, number: int) -> Device:
+    """The device of instance ``number`` of a node with a count: an output's
+    ``*`` is the number (ZeroCloud's rule); anything else as it is."""
+    if device.path is None or not device.path.wildcard:
+        return device
+    return replace(device, path=replace(device.path, obj=device.path.obj.replace("*", str(number))))
 
 
 # -------------------------------------------------------------------- budget
