@@ -13,3 +13,21 @@ def test_a_payload_is_stored_by_its_digest_also_when_it_repeats(tmp_path):
     assert runner.stored(bytes(bytearray(a)), "programs") == first   # equal bytes, another object
     assert Path(first).read_bytes() == a
     assert runner.stored(a, "images") != first            # each kind on its own
+
+
+def test_the_output_device_is_written_and_read_at_any_offset_as_in_zerocloud(tmp_path):
+    # ZeroCloud's "output" device was a random-access channel (type 3).
+    import subprocess
+
+    from zerolab.zerocloud import protocol
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([str(root / "scripts" / "build-python-image")], check=True, stdout=subprocess.DEVNULL)
+    runner = worker.JobRunner({"python": str(root / "build" / "images" / "python.tar")}, str(tmp_path))
+    code = ("f = open('/dev/output', 'r+b'); f.seek(6); f.write(b'world'); f.seek(0); f.write(b'hello ');"
+            "f.seek(0); print(f.read())")
+    request = protocol.RunRequest(protocol.ProgramSource(image="python", path="python"), args=("p", "-c", code),
+                                  outputs=(protocol.OutputChannel("/dev/output", 100),
+                                           protocol.OutputChannel("/dev/stdout", 100)), timeout=30)
+    reply, data = runner.run(request, [], [])
+    assert reply.report.exit_code == 0, reply
+    assert dict(zip(reply.outputs, data)) == {"/dev/output": b"hello world", "/dev/stdout": b"b'hello world'\n"}

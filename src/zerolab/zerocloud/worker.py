@@ -34,10 +34,11 @@ from zerolab.sandbox import Channel, Executor, Manifest, tarfs
 from zerolab.sandbox import executor as sandbox_executor
 from zerolab.sandbox import report as sandbox_report
 from zerolab.sandbox import status as exit_status
-from zerolab.sandbox.manifest import DEFAULT_LIMIT, RND_READ_SEQ_WRITE, SEQ_READ_SEQ_WRITE
+from zerolab.sandbox.manifest import DEFAULT_LIMIT, RND_READ_RND_WRITE, RND_READ_SEQ_WRITE, SEQ_READ_SEQ_WRITE
 
 from . import protocol
 
+RANDOM_OUTPUT = "/dev/output"   # ZeroCloud gave its output device random access (channel type 3)
 PROGRAM_DIRS = ("", "bin/", "usr/bin/", "usr/local/bin/")
 PR_SET_PDEATHSIG = 1
 CLIENT_TIMEOUT = 60.0
@@ -163,7 +164,12 @@ class JobRunner:
         for out in request.outputs:
             if out.limit is None:   # the object server always sets it: its own cap applies
                 return protocol.Refusal("bad-request", f"output {out.alias} has no limit"), []
-            channels.append(Channel(None, out.alias, SEQ_READ_SEQ_WRITE, 1, 0, 0, DEFAULT_LIMIT, out.limit))
+            if out.alias == RANDOM_OUTPUT:
+                # ZeroCloud's output device: written (and read back) at any offset, up to its limit.
+                channels.append(Channel(None, out.alias, RND_READ_RND_WRITE, 1, DEFAULT_LIMIT, DEFAULT_LIMIT,
+                                        DEFAULT_LIMIT, out.limit))
+            else:
+                channels.append(Channel(None, out.alias, SEQ_READ_SEQ_WRITE, 1, 0, 0, DEFAULT_LIMIT, out.limit))
         for alias in ("/dev/stdout", "/dev/stderr"):
             if not any(c.alias == alias for c in channels):
                 # Not asked for: written to nothing, as ZeroVM gave /dev/null
