@@ -141,15 +141,17 @@ def test_meta_and_min_size_of_an_output():
     ({"name": "stdin", "path": "swift://a/c/o", "min_size": 1}, "min_size is for output devices"),
     ({"name": "stdout", "min_size": -1}, "whole number"),
     ({"name": "stdout", "min_size": 1.5}, "whole number"),
-    ({"name": "stdout", "mode": "pipe"}, "mode 'pipe' is not supported"),
+    ({"name": "stdout", "mode": "fifo"}, "mode 'fifo' is not a mode: use file, char or pipe"),
+    ({"name": "image", "path": "swift://a/c/o.tar", "mode": "char"}, "it has no mode but file"),
 ])
 def test_bad_device_fields_name_what_is_wrong(device, reason):
     assert reason in refused([{"name": "n", "exec": {"path": WC}, "devices": [device]}])
 
 
-def test_mode_file_is_zerocloud_default_and_accepted():
-    (n,) = parse([{"name": "a", "exec": {"path": WC}, "devices": [{"name": "stdout", "mode": "file"}]}])
-    assert n.device("stdout") is not None
+@pytest.mark.parametrize("mode, stream", [("file", False), ("char", True), ("pipe", True)])
+def test_zerocloud_modes_say_whether_the_guest_sees_a_file_or_a_character_device(mode, stream):
+    (n,) = parse([{"name": "a", "exec": {"path": WC}, "devices": [{"name": "stdout", "mode": mode}]}])
+    assert n.device("stdout").stream is stream
 
 
 def test_attach_chooses_the_object_a_node_runs_next_to():

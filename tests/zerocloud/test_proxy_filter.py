@@ -541,3 +541,14 @@ def test_the_answer_has_the_md5_of_its_body_as_etag_and_says_it_ran_warm(cluster
     assert (status, data) == (200, b"hello\n")
     assert headers["Etag"] == hashlib.md5(b"hello\n").hexdigest()
     assert headers["X-Nexe-Cached"] == "true"
+
+
+def test_a_devices_mode_char_or_pipe_reaches_the_executor_as_a_character_channel(cluster):
+    job = [dict(WORDCOUNT[0], devices=[{"name": "stdin", "path": "swift://a/c/data.txt", "mode": "pipe"},
+                                       {"name": "stdout", "mode": "file"}])]
+    status, _, data = post(cluster.filter(), job)
+    assert status == 200, data
+    request = cluster.servers.executes[0]["request"]
+    assert request.char == ("/dev/stdin",)
+    assert protocol.RunRequest.from_wire(protocol.decode(protocol.pack(request.to_wire(), []))[0]).char == \
+        ("/dev/stdin",)

@@ -31,3 +31,22 @@ def test_the_output_device_is_written_and_read_at_any_offset_as_in_zerocloud(tmp
     reply, data = runner.run(request, [], [])
     assert reply.report.exit_code == 0, reply
     assert dict(zip(reply.outputs, data)) == {"/dev/output": b"hello world", "/dev/stdout": b"b'hello world'\n"}
+
+
+def test_a_char_channel_is_a_character_device_to_the_guest(tmp_path):
+    # ZeroCloud's device mode (char, pipe): what the guest's fstat says.
+    import subprocess
+
+    from zerolab.zerocloud import protocol
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([str(root / "scripts" / "build-python-image")], check=True, stdout=subprocess.DEVNULL)
+    runner = worker.JobRunner({"python": str(root / "build" / "images" / "python.tar")}, str(tmp_path))
+    code = "import os, stat; print(stat.S_ISCHR(os.fstat(0).st_mode), stat.S_ISCHR(os.fstat(1).st_mode))"
+    base = protocol.RunRequest(protocol.ProgramSource(image="python", path="python"), args=("p", "-c", code),
+                               inputs=(protocol.InputChannel("/dev/stdin", payload=0),),
+                               outputs=(protocol.OutputChannel("/dev/stdout", 100),), timeout=30)
+    for char, expected in (((), b"False False\n"), (("/dev/stdin",), b"True False\n")):
+        from dataclasses import replace
+        reply, data = runner.run(replace(base, char=char), [b"in"], [])
+        assert reply.report.exit_code == 0, reply
+        assert data == [expected]

@@ -84,18 +84,19 @@ class Executor:
     # ------------------------------------------------------------------ run
     def run(self, manifest: Manifest, stdin: bytes | None = None,
             images: Iterable[ImageSpec] = (), args: list[str] | None = None,
-            env: dict[str, str] | None = None) -> Report:
+            env: dict[str, str] | None = None, mapping: dict[str, str] | None = None) -> Report:
         """Runs one job and returns its Report (never raises for a bad job).
 
         ``stdin``: bytes for /dev/stdin (replaces that channel's uri for this run).
         ``images``: extra tar images to mount, as paths or (path, mountpoint);
         they are trusted host files, so reads from them are not accounted.
-        ``args``/``env`` override the manifest's (or its NVRAM's).
+        ``args``/``env`` override the manifest's (or its NVRAM's), and
+        ``mapping`` (alias -> "char" or "file") adds to its NVRAM's [mapping].
         """
         started = time.perf_counter()
         cpu0 = os.times()
         try:
-            report = self._run(manifest, stdin, images, args, env)
+            report = self._run(manifest, stdin, images, args, env, mapping or {})
         except ManifestError as e:
             report = failure(BAD_MANIFEST, str(e))
         except MemoryError:
@@ -109,7 +110,7 @@ class Executor:
         return report
 
     def _run(self, manifest: Manifest, stdin: bytes | None, images: Iterable[ImageSpec],
-             args: list[str] | None, env: dict[str, str] | None) -> Report:
+             args: list[str] | None, env: dict[str, str] | None, extra_mapping: dict[str, str]) -> Report:
         manifest.validate()
         # NVRAM: from the manifest object, or read from its /dev/nvram channel.
         nv_args, nv_env, mounts, mapping = manifest.args, manifest.env, manifest.mounts, {}
@@ -125,6 +126,7 @@ class Executor:
             nv_args, mapping = nv.args, nv.mapping
             nv_env = nv.env if nv_env is None else nv_env
             mounts = nv.mounts if mounts is None else mounts
+        mapping = {**mapping, **extra_mapping}
         if args is not None:
             nv_args = list(args)
         if env is not None:

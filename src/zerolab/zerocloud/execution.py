@@ -222,7 +222,7 @@ class JobRun:
         request = protocol.RunRequest(
             program=source, program_name=str(program), args=(argv0, *inst.args), env=inst.node.env,
             timeout=config.timeout, memory=config.max_memory, inputs=tuple(inputs), outputs=tuple(outputs),
-            images=tuple(images))
+            images=tuple(images), char=tuple(dev.alias for dev in inst.devices if dev.stream))
         return Plan(request, payloads, target, account, job_program)
 
     def job_program(self, path: SwiftPath, where: str) -> JobProgram:

@@ -74,6 +74,7 @@ CONNECT_PREFIX = "/dev/in-"     # a source's stdout, as its reducer reads it (ze
 OUT_PREFIX = "/dev/out/"
 IN_PREFIX = "/dev/in/"
 
+DEVICE_MODES = ("file", "char", "pipe")
 MAX_DEPTH = 32
 MAX_REPLICATE = 3   # ZeroCloud's Servlets doc: replicate 2 and 3
 MAX_ARGS = 256
@@ -256,6 +257,7 @@ class Device:
     meta: dict[str, str] = field(default_factory=dict)   # X-Object-Meta-* of a stored output
     min_size: int = 0             # an output shorter than this is neither stored nor returned
     sysimage: bool = False        # a system image by name ({"name": "python"}): mounted at /
+    stream: bool = False          # mode char or pipe: the guest sees a character device
 
     @property
     def alias(self) -> str:
@@ -536,11 +538,13 @@ def parse_device(raw: object, where: str, sysimages: AbstractSet[str] = frozense
                               or len(ctype) > MAX_CONTENT_TYPE):
         raise bad(f"{where}: device {name} content_type must be a one-line string of at most "
                   f"{MAX_CONTENT_TYPE} characters")
-    # ZeroVM's channel mapping: zerolab's channels are files, ZeroCloud's default.
+    # ZeroCloud's device modes change what stat() says of the channel.  WASI
+    # has no FIFO type: "pipe", like "char", is a character device (no seek).
     mode = raw.get("mode", "file")
-    if mode != "file":
-        raise bad(f"{where}: device {name} mode {mode!r:.40} is not supported: zerolab's channels are "
-                  f"files (mode \"file\", ZeroCloud's default)")
+    if mode not in DEVICE_MODES:
+        raise bad(f"{where}: device {name} mode {mode!r:.40} is not a mode: use file, char or pipe")
+    if mode != "file" and name in ("image", "script"):
+        raise bad(f"{where}: device {name} is a file the node reads whole; it has no mode but file")
     min_size = raw.get("min_size", 0)
     if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 0:
         raise bad(f"{where}: device {name} min_size must be a whole number of bytes")
@@ -549,7 +553,8 @@ def parse_device(raw: object, where: str, sysimages: AbstractSet[str] = frozense
     meta = parse_meta(raw.get("meta", {}), f"{where} device {name}")
     if meta and (name not in WRITABLE or path is None):
         raise bad(f"{where}: device {name}: meta is for output devices stored at a swift:// path")
-    return Device(name=name, path=path, content_type=ctype, data=data, meta=meta, min_size=min_size)
+    return Device(name=name, path=path, content_type=ctype, data=data, meta=meta, min_size=min_size,
+                  stream=mode != "file")
 
 
 def parse_meta(raw: object, where: str) -> dict[str, str]:

@@ -406,18 +406,20 @@ class RunRequest:
     inputs: tuple[InputChannel, ...] = ()
     outputs: tuple[OutputChannel, ...] = ()
     images: tuple[ExtraImage, ...] = ()
+    char: tuple[str, ...] = ()          # channels the guest sees as character devices (ZeroCloud's mode)
 
     op: ClassVar[str] = "run"
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"op", "program", "program_name", "args", "env", "timeout", "memory", "max_input", "inputs",
-         "outputs", "images"})
+         "outputs", "images", "char"})
 
     def to_wire(self) -> Header:
         return _without_none({
             "op": self.op, "program": self.program.to_wire(), "program_name": self.program_name,
             "args": list(self.args), "env": dict(self.env), "timeout": self.timeout, "memory": self.memory,
             "max_input": self.max_input, "inputs": [i.to_wire() for i in self.inputs],
-            "outputs": [o.to_wire() for o in self.outputs], "images": [i.to_wire() for i in self.images]})
+            "outputs": [o.to_wire() for o in self.outputs], "images": [i.to_wire() for i in self.images],
+            "char": list(self.char) or None})
 
     @classmethod
     def from_wire(cls, header: Mapping[str, Any]) -> RunRequest:
@@ -435,7 +437,8 @@ class RunRequest:
             max_input=obj.optional_integer("max_input", minimum=0),
             inputs=tuple(InputChannel.from_wire(i, payloads) for i in obj.objects("inputs")),
             outputs=tuple(OutputChannel.from_wire(o) for o in obj.objects("outputs")),
-            images=tuple(ExtraImage.from_wire(i, payloads) for i in obj.objects("images")))
+            images=tuple(ExtraImage.from_wire(i, payloads) for i in obj.objects("images")),
+            char=obj.texts("char"))
 
 
 @dataclass(frozen=True)

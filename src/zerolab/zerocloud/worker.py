@@ -179,7 +179,8 @@ class JobRunner:
                             memory=request.memory if request.memory is not None else 256 << 20,
                             channels=channels, node=1)
         args = list(request.args) or [posixpath.basename(program)]
-        report = self.executor.run(manifest, images=images, args=args, env=dict(request.env))
+        report = self.executor.run(manifest, images=images, args=args, env=dict(request.env),
+                                   mapping={alias: "char" for alias in request.char})
         if report.quota_hit and report.exit_code in (exit_status.OK, exit_status.GUEST_EXIT, exit_status.CRASH):
             # Here every limit is the cluster's (zerovm_maxoutput, the input's
             # size), not one the job chose: what the guest wrote or read past
