@@ -81,3 +81,18 @@ def test_free_addresses_pass(monkeypatch):
     lab = inventory.load()
     fake_host_addresses(monkeypatch, "eth0", "10.0.2.15")
     assert vagrant.check_addresses(lab, lab.machines) == f"{len(lab.machines)} addresses free"
+
+
+def test_the_lab_s_libvirt_files_are_found_without_libvirtd(tmp_path):
+    qemu, networks, images = tmp_path / "qemu", tmp_path / "qemu" / "networks", tmp_path / "images"
+    for d in (networks, images):
+        d.mkdir(parents=True)
+    (qemu / "zerolab_sandbox1.xml").write_text("<domain/>")
+    (networks / "zerolab-provisioning.xml").write_text("<network/>")
+    (networks / "default.xml").write_text("<network/>")
+    (images / "zerolab-VAGRANTSLASH-debian12_vagrant_box_image_0_1_box.img").write_bytes(b"")
+    (images / "other.img").write_bytes(b"")
+    found = vagrant.libvirt_files_of_the_lab((qemu, networks, images, tmp_path / "absent"))
+    assert found == sorted([str(qemu / "zerolab_sandbox1.xml"), str(networks / "zerolab-provisioning.xml"),
+                            str(images / "zerolab-VAGRANTSLASH-debian12_vagrant_box_image_0_1_box.img")])
+    assert vagrant.libvirt_files_of_the_lab((tmp_path / "absent",)) == []

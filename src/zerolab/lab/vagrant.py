@@ -248,8 +248,23 @@ def smoke(inventory_path, step):
                      log_name=f"vagrant-smoke-{step}", ssh="vagrant ssh")
 
 
+# Where libvirt keeps what it defines: domains, networks, the default pool.
+LIBVIRT_FILES = (Path("/etc/libvirt/qemu"), Path("/etc/libvirt/qemu/networks"), Path("/var/lib/libvirt/images"))
+
+
+def libvirt_files_of_the_lab(places=LIBVIRT_FILES):
+    """The lab's domains, networks and volumes as libvirt stores them on disk:
+    they outlive libvirtd, and only a running libvirtd can remove them."""
+    return sorted(str(f) for place in places if place.is_dir() for f in place.glob("zerolab*"))
+
+
 def down(args, lab):
     names = [m.name for m in lab.machines]
+    if virsh("version").returncode != 0 and libvirt_files_of_the_lab():
+        # A lab left behind while libvirtd was stopped (a reboot, an earlier
+        # down that stopped it): start it for as long as the removal takes.
+        print(f"down: {', '.join(libvirt_files_of_the_lab())} left behind; {hostdaemons.start_libvirt()}",
+              file=sys.stderr)
     if shutil.which("vagrant") and virsh("version").returncode == 0:
         try:
             vagrant_handle(names, lab).destroy()
