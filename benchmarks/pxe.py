@@ -7,7 +7,9 @@ lighttpd's access log:
 
   * BIOS, pxelinux over TFTP   (policy loader: pxelinux)
   * BIOS, iPXE over HTTP       (QEMU's iPXE ROM gets boot.ipxe)
-  * UEFI, shim + GRUB over TFTP
+  * UEFI with Secure Boot enforced: shim + GRUB over TFTP, kernel and
+    initrd over HTTP
+  * UEFI, plain PXE chain-loading iPXE (snponly.efi), then all over HTTP
   * N BIOS/iPXE clients at once: every one must get a lease, its kernel,
     initrd and preseed.
 
@@ -16,8 +18,8 @@ It needs the pxe scenario's server.  Run it through the heavy-job lock:
   flock /tmp/zerolab-heavy.lock sh -c \
     'molecule converge -s pxe && python benchmarks/pxe.py --parallel 4; molecule destroy -s pxe'
 
---quick boots only the two paths the pxe scenario must prove anyway (BIOS
-iPXE/HTTP and UEFI shim/GRUB/TFTP) and no crowd: the scenario's boot tests
+--quick boots only the three paths the pxe scenario must prove anyway (BIOS
+iPXE, UEFI Secure Boot shim/GRUB, UEFI chain-loaded iPXE) and no crowd: the scenario's boot tests
 are this quick run (--json), so the benchmark runs on every CI pass and the
 clients are booted once, not once for the tests and again for the numbers.
 """
@@ -87,7 +89,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=4, help="clients booting at once (max 10; default 4)")
     parser.add_argument("--skip-uefi", action="store_true")
     parser.add_argument("--quick", action="store_true",
-                        help="BIOS iPXE/HTTP and UEFI only, no crowd (what the pxe scenario's boot tests run)")
+                        help="BIOS iPXE and the two UEFI paths only, no crowd (what the pxe scenario's boot tests run)")
     parser.add_argument("--json", action="store_true", help="print every client's result as JSON instead of the table")
     args = parser.parse_args()
     if args.quick:
@@ -103,7 +105,8 @@ def main() -> int:
         ("BIOS  pxelinux / TFTP", boot("bios-tftp", "52:54:00:62:00:01", "bios", "default", bridge))]
     rows.append(("BIOS  iPXE / HTTP", boot("bios-ipxe", "52:54:00:62:00:02", "bios", "default", bridge)))
     if not args.skip_uefi:
-        rows.append(("UEFI  shim+GRUB / TFTP", boot("uefi", "52:54:00:62:00:03", "uefi", "lab", bridge)))
+        rows.append(("UEFI  Secure Boot shim+GRUB", boot("uefi", "52:54:00:62:00:03", "uefi-secureboot", "lab", bridge)))
+        rows.append(("UEFI  PXE -> iPXE / HTTP", boot("uefi-ipxe", "52:54:00:62:00:05", "uefi", "default", bridge)))
 
     started = time.monotonic()
     crowd = []

@@ -28,10 +28,23 @@ def test_bios_client_boots_from_its_nic_in_software_mode():
 
 def test_uefi_client_has_ovmf_and_no_option_rom():
     cmd = " ".join(argv("uefi"))
-    assert "-machine q35" in cmd
-    assert f"readonly=on,file={pxeclient.OVMF_CODE}" in cmd
+    assert "-machine q35 " in cmd and "smm=on" not in cmd and "secure" not in cmd
+    assert "readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd" in cmd
     assert "unit=1,file=/tmp/c1.vars" in cmd
     assert cmd.endswith(",romfile=")
+
+
+def test_secure_boot_client_enforces_it_with_smm_and_the_enrolled_keys():
+    cmd = argv("uefi-secureboot")
+    joined = " ".join(cmd)
+    assert cmd[cmd.index("-machine") + 1] == "q35,smm=on"
+    assert cmd[cmd.index("-global") + 1] == "driver=cfi.pflash01,property=secure,value=on"
+    assert "readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd" in joined
+    assert joined.endswith(",romfile=")
+    code, variables = pxeclient.OVMF["uefi-secureboot"]
+    assert variables.name == "OVMF_VARS_4M.ms.fd"   # Microsoft's keys enrolled: shim is trusted
+    if code.exists():   # the real files, where OVMF is installed
+        assert variables.exists()
 
 
 def test_unknown_firmware_is_refused():

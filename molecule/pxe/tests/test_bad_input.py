@@ -30,6 +30,12 @@ def converge_with(extra_vars):
     ({"pxe_server_address": "10.89.63.2"}, "pxe_server_address"),
     ({"pxe_dhcp_range_start": "10.89.62.200", "pxe_dhcp_range_end": "10.89.62.100"}, "pxe_dhcp_range_start"),
     ({"pxe_network": "10.89.62.1/24"}, "pxe_network"),
+    ({"pxe_hosts": [{"mac": "52:54:00:62:00:09", "hostname": "a"}, {"mac": "52:54:00:62:00:09", "hostname": "b"}]},
+     "pxe_hosts lists a MAC more than once"),
+    ({"pxe_hosts": [{"mac": "52:54:00:62:00:09", "hostname": "a", "image": "windows-11"}]},
+     "image must be one of"),
+    ({"pxe_preseeds": {"default": {}, "bare": {"authorized_keys": []}}},
+     "pxe_preseeds 'bare' installs a machine nobody can log into"),
 ])
 def test_bad_input_fails_naming_the_variable_and_changes_nothing(host, extra_vars, named):
     before = host.run(f"sha256sum {WATCHED}; systemctl show -p MainPID dnsmasq").stdout

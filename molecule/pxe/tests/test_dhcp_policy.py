@@ -10,10 +10,13 @@ ARCH_ARM64_EFI = 11             # RFC 4578 (IANA): ARM 64-bit UEFI
 
 
 @pytest.mark.parametrize("arch, user_class, mac, boot_file", [
-    (ARCH_BIOS, None, UNKNOWN, "pxelinux.0"),
-    (ARCH_BIOS, "iPXE", UNKNOWN, f"http://{SERVER}/boot.ipxe"),
-    (ARCH_BIOS, "iPXE", "52:54:00:62:00:01", "pxelinux.0"),   # policy: loader pxelinux
-    (ARCH_EFI_X64, None, UNKNOWN, "debian-installer/amd64/bootnetx64.efi"),
+    (ARCH_BIOS, None, UNKNOWN, "undionly.kpxe"),                # plain PXE chain-loads iPXE
+    (ARCH_BIOS, "iPXE", UNKNOWN, f"http://{SERVER}/boot.ipxe"),   # ... which asks again as iPXE
+    (ARCH_BIOS, None, "52:54:00:62:00:01", "pxelinux.0"),       # policy: loader pxelinux
+    (ARCH_BIOS, "iPXE", "52:54:00:62:00:01", "pxelinux.0"),
+    (ARCH_EFI_X64, None, UNKNOWN, "debian-installer/amd64/bootnetx64.efi"),   # pxe_uefi_loader: shim
+    (ARCH_EFI_X64, None, "52:54:00:62:00:05", "snponly.efi"),   # policy: loader ipxe
+    (ARCH_EFI_X64, "iPXE", "52:54:00:62:00:05", f"http://{SERVER}/boot.ipxe"),
     (ARCH_EFI_X64, "iPXE", UNKNOWN, f"http://{SERVER}/boot.ipxe"),
     (ARCH_ARM64_EFI, None, UNKNOWN, "debian-installer/arm64/bootnetaa64.efi"),   # pxe_arm64
 ])
@@ -32,7 +35,7 @@ def test_unknown_architecture_gets_no_boot_file_and_others_are_still_served(brid
     assert offer is None or offer["file"] == "", offer
     assert host.service("dnsmasq").is_running
     after = dhcp_probe(bridge, UNKNOWN, ARCH_BIOS)
-    assert after is not None and after["file"] == "pxelinux.0"
+    assert after is not None and after["file"] == "undionly.kpxe"
 
 
 def test_a_policy_with_a_fixed_address_gets_it(bridge):

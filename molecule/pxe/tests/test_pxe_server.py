@@ -45,7 +45,7 @@ def tftp_get(path):
     return data.getvalue()
 
 
-@pytest.mark.parametrize("path", ["pxelinux.0", "images/debian-12/linux",
+@pytest.mark.parametrize("path", ["pxelinux.0", "undionly.kpxe", "snponly.efi", "images/debian-12/linux",
                                   "debian-installer/arm64/bootnetaa64.efi", "debian-installer/arm64/grubaa64.efi",
                                   "debian-installer/amd64/bootnetx64.efi"])
 def test_tftp_serves_the_loaders_and_the_installer_kernel(host, path):
@@ -96,6 +96,9 @@ def test_menus_offer_local_boot_by_default_and_the_debian_installer(host):
     assert ipxe.startswith("#!ipxe") and "choose --default local" in ipxe
     grub = host.file(f"{ROOT}/debian-installer/amd64/grub/grub.cfg").content_string
     assert "set default=local" in grub
+    # GRUB fetches kernel and initrd over HTTP, as iPXE does.
+    assert f"linux (http,{SERVER})/images/debian-12/linux " in grub
+    assert f"initrd (http,{SERVER})/images/debian-12/initrd.gz" in grub
 
 
 def test_per_mac_policies_reach_every_loader(host):

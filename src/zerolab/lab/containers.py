@@ -148,9 +148,13 @@ def wait_for_ssh(lab, deadline_seconds=90):
 
 
 def ansible_playbook(lab, path, *, step, tags=None, limit=None):
-    # The lab's key, so that Ansible logs in as the admin user, as on bare metal.
-    return ansible.playbook(lab.path, path, extravars={"ansible_ssh_private_key_file": str(SSH_KEY)}, tags=tags,
-                            limit=limit, step=step)
+    # The lab's key, so that Ansible logs in as the admin user, as on bare metal;
+    # it is also the admin's key on the machines the pxe node installs (an
+    # install nobody can log into is refused), unless the inventory names keys.
+    extravars: dict[str, object] = {"ansible_ssh_private_key_file": str(SSH_KEY)}
+    if "common_admin_authorized_keys" not in lab.vars:
+        extravars["common_admin_authorized_keys"] = [ssh_key()]
+    return ansible.playbook(lab.path, path, extravars=extravars, tags=tags, limit=limit, step=step)
 
 
 def smoke(lab, timeline):

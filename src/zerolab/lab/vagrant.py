@@ -185,6 +185,7 @@ def up(args, lab):
         running = running_machines(names, lab)
         timeline.run("pre-flight: addresses", check_addresses, lab, [m for m in machines if m.name not in running])
         timeline.run("pre-flight: memory", check_memory, machines, running)
+        timeline.run("ssh key", lambda: f"{containers.SSH_KEY} ({containers.ssh_key().split()[0]})")
         timeline.run("vagrant up", vagrant_up, names, lab)
         timeline.run("provision site.yml", vagrant_provision, names, lab)
         if not args.no_smoke:

@@ -30,9 +30,14 @@ from pathlib import Path
 from typing import TypeVar
 
 ARTIFACTS = Path(os.environ.get("ZEROLAB_ARTIFACTS", "/tmp/zerolab-artifacts")) / "pxe"
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-FIRMWARES = ("bios", "uefi")
+# OVMF's code and the variables it starts from, per firmware.  Secure Boot:
+# Debian's build that enforces it, with Microsoft's and Debian's keys
+# enrolled (the .ms variables), so only signed loaders (shim) run.
+OVMF = {
+    "uefi": (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")),
+    "uefi-secureboot": (Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")),
+}
+FIRMWARES = ("bios", *OVMF)
 
 T = TypeVar("T")
 
@@ -71,15 +76,22 @@ def qemu_argv(
         "-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no",
         "-boot", "order=n",
     ]
-    if firmware == "uefi":
+    if firmware in OVMF:
         if ovmf_vars is None:
             raise ValueError("a UEFI client needs its own copy of the OVMF variables")
         # No option ROM: QEMU's iPXE EFI ROM would boot first and shim
         # rejects the GRUB it is then handed; OVMF's own PXE is the client.
         nic += ",romfile="
+        code = OVMF[firmware][0]
+        if firmware == "uefi-secureboot":
+            # The variables are writable only from SMM, or Secure Boot could
+            # be switched off from the OS: the machine needs SMM, the flash
+            # its secure mode.
+            argv += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+        else:
+            argv += ["-machine", "q35"]
         argv += [
-            "-machine", "q35",
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
             "-drive", f"if=pflash,format=raw,unit=1,file={ovmf_vars}",
         ]
     return argv + ["-device", nic]
@@ -143,8 +155,8 @@ class PxeClient:
         if not Path(f"/sys/class/net/{self.bridge}/bridge").exists():
             raise RuntimeError(f"{self.bridge} is not a bridge on this host")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.firmware == "uefi":
-            shutil.copyfile(OVMF_VARS, self.workdir / f"{self.name}.OVMF_VARS.fd")
+        if self.firmware in OVMF:
+            shutil.copyfile(OVMF[self.firmware][1], self.workdir / f"{self.name}.OVMF_VARS.fd")
         self.console.unlink(missing_ok=True)
         if Path(f"/sys/class/net/{self.tap}").exists():
             _ip("link", "delete", self.tap)
