@@ -31,7 +31,7 @@ def converge_with(extra_vars):
     ({"pxe_dhcp_range_start": "10.89.62.200", "pxe_dhcp_range_end": "10.89.62.100"}, "pxe_dhcp_range_start"),
     ({"pxe_network": "10.89.62.1/24"}, "pxe_network"),
     ({"pxe_hosts": [{"mac": "52:54:00:62:00:09", "hostname": "a"}, {"mac": "52:54:00:62:00:09", "hostname": "b"}]},
-     "pxe_hosts lists a MAC more than once"),
+     "lists a MAC more than once"),
     ({"pxe_hosts": [{"mac": "52:54:00:62:00:09", "hostname": "a", "image": "windows-11"}]},
      "image must be one of"),
     ({"pxe_preseeds": {"default": {}, "bare": {"authorized_keys": []}}},

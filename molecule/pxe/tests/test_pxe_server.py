@@ -113,6 +113,22 @@ def test_per_mac_policies_reach_every_loader(host):
     assert "preseed/lab.cfg" in uefi and "netcfg/get_hostname=uefi" in uefi
 
 
+def test_machines_on_their_own_inventory_entries_get_policies(host):
+    """molecule.yml's pxe_clients group: web7.zerolab.test installs with the lab
+    preseed, cache1 boots its disk, spare1 (no pxe_mac) is nobody's."""
+    dnsmasq = host.file("/etc/dnsmasq.d/zerolab-pxe.conf").content_string
+    assert "dhcp-host=52:54:00:62:00:06,web7\n" in dnsmasq
+    assert "dhcp-host=52:54:00:62:00:07,cache1\n" in dnsmasq
+    assert "spare1" not in dnsmasq
+    ipxe = http_get("boot.ipxe")
+    web7 = ipxe.split("zerolab policy: web7 (52:54:00:62:00:06) -> debian-12", 1)[1].split("\nboot\n", 1)[0]
+    assert "preseed/lab.cfg" in web7 and "netcfg/get_hostname=web7 " in web7
+    grub = host.file(f"{ROOT}/debian-installer/amd64/grub/grub.cfg").content_string
+    assert "zerolab policy: cache1 -> local" in grub
+    cache1 = host.file(f"{ROOT}/pxelinux.cfg/01-52-54-00-62-00-07").content_string
+    assert "LOCALBOOT 0" in cache1 and "KERNEL" not in cache1
+
+
 def test_nfs_export_is_listed_or_the_missing_kernel_server_is_reported(host):
     exports = host.file("/etc/exports.d/zerolab-pxe.exports").content_string
     assert f"{ROOT}/images 10.89.62.0/24(ro," in exports
