@@ -6,8 +6,11 @@ is read inside the container through testinfra's ``host``.
 """
 
 import json
+import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,21 @@ SERVER = "10.89.62.2"
 NETWORK_NAME = "zerolab-pxe-test"
 CONTAINER = "zerolab-pxe"
 ROOT = "/srv/pxe"
+SCENARIO = Path(__file__).resolve().parents[1]
+
+
+def converge_with(extra_vars):
+    """The scenario's converge.yml again (without the common role's play),
+    with these extra vars: bad input, or another DHCP mode."""
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(SCENARIO.parents[1] / "roles"),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    # Molecule's inventory (with its pxe_clients group) when Molecule runs the tests.
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE") or f"{CONTAINER},"
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", inventory, "-c", "containers.podman.podman",
+         "--skip-tags", "common", "-e", json.dumps(extra_vars), str(SCENARIO / "converge.yml")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
 
 
 @pytest.fixture(scope="session")

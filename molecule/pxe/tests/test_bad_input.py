@@ -1,32 +1,15 @@
 """Bad variables fail before anything changes, with a message naming them."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from conftest import CONTAINER
+from conftest import converge_with
 
-SCENARIO = Path(__file__).resolve().parents[1]
 WATCHED = "/etc/dnsmasq.d/zerolab-pxe.conf /srv/pxe/pxelinux.cfg/default /srv/pxe/boot.ipxe"
-
-
-def converge_with(extra_vars):
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(SCENARIO.parents[1] / "roles"),
-               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{CONTAINER},", "-c", "containers.podman.podman",
-         "--skip-tags", "common", "-e", json.dumps(extra_vars), str(SCENARIO / "converge.yml")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
 
 
 @pytest.mark.parametrize("extra_vars, named", [
     ({"pxe_dhcp_mode": "dhcp"}, "pxe_dhcp_mode"),
-    ({"pxe_hosts": [{"mac": "52:54:00:zz:00:01", "hostname": "bad"}]}, "mac must look like"),
+    ({"pxe_hosts": [{"mac": "52:54:00:zz:00:01", "hostname": "bad"}]}, "mac (pxe_mac) must look like"),
     ({"pxe_server_address": "10.89.63.2"}, "pxe_server_address"),
     ({"pxe_dhcp_range_start": "10.89.62.200", "pxe_dhcp_range_end": "10.89.62.100"}, "pxe_dhcp_range_start"),
     ({"pxe_network": "10.89.62.1/24"}, "pxe_network"),

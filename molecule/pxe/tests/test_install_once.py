@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_bad_input import converge_with
 
-from conftest import SERVER
+from conftest import SERVER, converge_with
 from zerolab.pxe.client import PxeClient, wait_for
 
 SERVICE = f"http://{SERVER}:8069"

@@ -24,7 +24,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -261,12 +261,22 @@ def parse_reply(packet: bytes) -> dict:
     }
 
 
-def dhcp_probe(bridge: str, mac: str, arch: int, user_class: str | None = None, timeout: float = 8.0) -> dict | None:
-    """Send one DISCOVER out of ``bridge``; the matching OFFER, or None if none came.
+def dhcp_offers(bridge: str, mac: str, arch: int, user_class: str | None = None, timeout: float = 8.0) -> list[dict]:
+    """Send one DISCOVER out of ``bridge``; every OFFER that answers it within
+    ``timeout`` (a DHCP server's and a proxyDHCP server's, say).
 
     The timeout is generous: dnsmasq pings an address (about 3 s) before it
     first offers it.
     """
+    return list(_offers(bridge, mac, arch, user_class, timeout))
+
+
+def dhcp_probe(bridge: str, mac: str, arch: int, user_class: str | None = None, timeout: float = 8.0) -> dict | None:
+    """Send one DISCOVER out of ``bridge``; the first OFFER, or None if none came."""
+    return next(_offers(bridge, mac, arch, user_class, timeout), None)
+
+
+def _offers(bridge: str, mac: str, arch: int, user_class: str | None, timeout: float) -> Iterator[dict]:
     xid = int.from_bytes(os.urandom(4), "big")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -286,5 +296,4 @@ def dhcp_probe(bridge: str, mac: str, arch: int, user_class: str | None = None, 
             except ValueError:
                 continue
             if reply["xid"] == xid and reply["type"] == 2:
-                return reply
-    return None
+                yield reply
