@@ -7,8 +7,7 @@ lighttpd's access log:
 
   * BIOS, pxelinux over TFTP   (policy loader: pxelinux)
   * BIOS, iPXE over HTTP       (QEMU's iPXE ROM gets boot.ipxe)
-  * UEFI with Secure Boot enforced: shim + GRUB over TFTP, kernel and
-    initrd over HTTP
+  * UEFI with Secure Boot enforced: shim + GRUB, kernel and initrd over TFTP
   * UEFI, plain PXE chain-loading iPXE (snponly.efi), then all over HTTP
   * N BIOS/iPXE clients at once: every one must get a lease, its kernel,
     initrd and preseed.
