@@ -26,8 +26,10 @@ def converge_with(extra_vars):
     with these extra vars: bad input, or another DHCP mode."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(SCENARIO.parents[1] / "roles"),
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    # Molecule's inventory (with its pxe_clients group) when Molecule runs the tests.
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE") or f"{CONTAINER},"
+    # Molecule's inventory folder when Molecule runs the tests: its own file
+    # beside the one molecule.yml's pxe_clients group is written to.
+    molecule_inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+    inventory = str(Path(molecule_inventory).parent) if molecule_inventory else f"{CONTAINER},"
     return subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "-i", inventory, "-c", "containers.podman.podman",
          "--skip-tags", "common", "-e", json.dumps(extra_vars), str(SCENARIO / "converge.yml")],
