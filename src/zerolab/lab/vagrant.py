@@ -261,11 +261,11 @@ def libvirt_files_of_the_lab(places=LIBVIRT_FILES):
 
 def down(args, lab):
     names = [m.name for m in lab.machines]
-    if virsh("version").returncode != 0 and libvirt_files_of_the_lab():
-        # A lab left behind while libvirtd was stopped (a reboot, an earlier
-        # down that stopped it): start it for as long as the removal takes.
-        print(f"down: {', '.join(libvirt_files_of_the_lab())} left behind; {hostdaemons.start_libvirt()}",
-              file=sys.stderr)
+    # A lab left behind while libvirtd was stopped (a reboot, an earlier down
+    # that stopped it): start it for as long as the removal takes.
+    left_on_disk = libvirt_files_of_the_lab() if virsh("version").returncode != 0 else []
+    if left_on_disk:
+        print(f"down: {', '.join(left_on_disk)} left behind; {hostdaemons.start_libvirt()}", file=sys.stderr)
     if shutil.which("vagrant") and virsh("version").returncode == 0:
         try:
             vagrant_handle(names, lab).destroy()
