@@ -12,6 +12,15 @@ lighttpd's access log:
   * N BIOS/iPXE clients at once: every one must get a lease, its kernel,
     initrd and preseed.
 
+--install KEY adds the whole install, side by side with the paths above:
+a BIOS client with an empty disk (the scenario's inventory machine
+installed1, preseed "install", 2 vCPUs) goes from power-on through the
+installer (packages through the pxe node's package cache) to its install
+report, reboots, boots its disk (its policy now says so) and answers SSH
+with KEY as its inventory hostname: power-on to the first SSH login.  Then
+it is powered off and on again: power-on to SSH from its disk, and no
+installer asked for.  Takes 15-40 min under TCG.
+
 It needs the pxe scenario's server.  Run it through the heavy-job lock:
 
   flock /tmp/zerolab-heavy.lock sh -c \
@@ -31,14 +40,22 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from zerolab.pxe.client import PxeClient, wait_for
+from zerolab.pxe.client import ARTIFACTS, PxeClient, wait_for
 
 CONTAINER = "zerolab-pxe"
 NETWORK = "zerolab-pxe-test"
-TARGET_S = 120.0
+TARGET_S = 45.0
 TIMEOUT_S = 400.0
+SERVER = "10.89.62.2"
+# The scenario's inventory machine (molecule/pxe/molecule.yml) that is installed for real.
+INSTALLED = {"name": "installed1", "mac": "52:54:00:62:00:08", "ip": "10.89.62.68", "user": "labadmin"}
+INSTALL_TIMEOUT_S = 3600.0
+LOGIN_TIMEOUT_S = 600.0
 
 
 def sh(*argv: str) -> str:
@@ -83,6 +100,82 @@ def boot(name: str, mac: str, firmware: str, preseed: str, bridge: str) -> dict:
             "console_tail": "" if seconds else vm.console_text()[-3000:]}
 
 
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def ssh(key: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+         f"{INSTALLED['user']}@{INSTALLED['ip']}", *command],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
+def logged_in(key: Path) -> str | None:
+    """The machine's hostname when an SSH login with the key works."""
+    try:
+        run = ssh(key, "hostname")
+    except subprocess.TimeoutExpired:
+        return None
+    return run.stdout.strip() if run.returncode == 0 and run.stdout.strip() else None
+
+
+def install(bridge: str, key: Path) -> dict:
+    """A real install from an empty disk, then a power cycle (see --install)."""
+    name, mac = INSTALLED["name"], INSTALLED["mac"]
+    mark = f"http://{SERVER}/installed/{mac.replace(':', '-')}.ipxe"
+    result: dict = {"name": name, "ip": INSTALLED["ip"], "user": INSTALLED["user"]}
+    if http_status(mark) == 200:
+        raise SystemExit(f"{name} is marked installed already: converge with reinstall for it first")
+    disk = ARTIFACTS / f"{name}.qcow2"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    disk.unlink(missing_ok=True)
+    sh("qemu-img", "create", "-f", "qcow2", str(disk), "8G")
+    since = len(container("cat", "/var/log/lighttpd/access.log").splitlines())
+    result["access_log_since"] = since
+    vm = PxeClient(name, mac, bridge, disk=disk, cpus=2)
+    with vm:
+        result["console"] = str(vm.console)
+        try:
+            wait_for(lambda: (ips := leased_ips(mac)) and gets(ips, r"/preseed/install\.cfg", since),
+                     TIMEOUT_S, what=f"{name}: preseed GET")
+            result["preseed_seconds"] = vm.elapsed()
+            wait_for(lambda: http_status(mark) == 200, INSTALL_TIMEOUT_S, interval=10, what=f"{name}: install report")
+            result["reported_seconds"] = vm.elapsed()
+            result["hostname"] = wait_for(lambda: logged_in(key), LOGIN_TIMEOUT_S, interval=5,
+                                          what=f"{name}: SSH login after the install")
+            result["login_seconds"] = vm.elapsed()
+        except TimeoutError as error:
+            result["error"] = str(error)
+            result["console_tail"] = vm.console_text()[-3000:]
+            return result
+        # What the tests read off the installed system while it runs.
+        facts = ssh(key, "cat /etc/apt/apt.conf 2>/dev/null; dpkg-query -W -f '${Status}' openssh-server")
+        result["installed_system"] = facts.stdout
+    since_cycle = len(container("cat", "/var/log/lighttpd/access.log").splitlines())
+    result["power_cycle_access_log_since"] = since_cycle
+    with PxeClient(name, mac, bridge, disk=disk, cpus=2) as again:
+        try:
+            result["hostname_after_power_cycle"] = wait_for(lambda: logged_in(key), LOGIN_TIMEOUT_S, interval=5,
+                                                            what=f"{name}: SSH login after a power cycle")
+            result["power_cycle_login_seconds"] = again.elapsed()
+        except TimeoutError as error:
+            result["error"] = str(error)
+            result["console_tail"] = again.console_text()[-3000:]
+    ips = leased_ips(mac)
+    result["ips"] = sorted(ips)
+    result["power_cycle_mark_fetched"] = bool(gets(ips, r"/installed/\S+\.ipxe", since_cycle))
+    result["power_cycle_installer_asked"] = bool(gets(ips, r"/images/debian-12/linux", since_cycle))
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=4, help="clients booting at once (max 10; default 4)")
@@ -90,7 +183,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="BIOS iPXE and the two UEFI paths only, no crowd (what the pxe scenario's boot tests run)")
     parser.add_argument("--json", action="store_true", help="print every client's result as JSON instead of the table")
+    parser.add_argument("--install", metavar="KEY", type=Path,
+                        help="also install installed1 for real and log in with this private key (15-40 min)")
+    parser.add_argument("--install-only", action="store_true", help="with --install: no other path")
     args = parser.parse_args()
+    if args.install_only and not args.install:
+        parser.error("--install-only needs --install KEY")
+    if args.install and not args.install.is_file():
+        parser.error(f"--install: no private key at {args.install} (molecule/pxe/create.yml makes install_key)")
     if args.quick:
         args.parallel = 0
     elif not 1 <= args.parallel <= 10:
@@ -99,6 +199,14 @@ def main() -> int:
         print(f"no {CONTAINER} container: run 'molecule converge -s pxe' first", file=sys.stderr)
         return 2
     bridge = json.loads(sh("podman", "network", "inspect", NETWORK))[0]["network_interface"]
+
+    if args.install_only:
+        installed = install(bridge, args.install)
+        if args.json:
+            print(json.dumps({"paths": [], "crowd": [], "install": installed}, indent=1))
+        else:
+            print_install(installed)
+        return 0 if "error" not in installed else 1
 
     rows = [] if args.quick else [
         ("BIOS  pxelinux / TFTP", boot("bios-tftp", "52:54:00:62:00:01", "bios", "default", bridge))]
@@ -115,11 +223,13 @@ def main() -> int:
                 lambda i: boot(f"bench{i:02d}", f"52:54:00:62:01:{i:02d}", "bios", "default", bridge),
                 range(1, args.parallel + 1)))
     wall = time.monotonic() - started
+    installed = install(bridge, args.install) if args.install else None
     complete = all(r["lease"] and r["kernel"] and r["initrd"] and r["seconds"] for r in crowd)
-    ok = complete and all(r["seconds"] for _, r in rows)
+    ok = complete and all(r["seconds"] for _, r in rows) and (installed is None or "error" not in installed)
     if args.json:
         print(json.dumps({"paths": [dict(r, path=label) for label, r in rows], "crowd": crowd,
-                          "crowd_wall_seconds": wall if crowd else None, "passed": ok}, indent=1))
+                          "crowd_wall_seconds": wall if crowd else None, "install": installed,
+                          "passed": ok}, indent=1))
         return 0 if ok else 1
 
     http = next(r["seconds"] for label, r in rows if "iPXE" in label)
@@ -143,8 +253,25 @@ def main() -> int:
     for r in crowd:
         if not r["seconds"]:
             print(f"  {r['name']}: lease {r['lease']} kernel {r['kernel']} initrd {r['initrd']}; console {r['console']}")
+    if installed:
+        print_install(installed, http)
     print("\nconsoles: /tmp/zerolab-artifacts/pxe/*.console.log")
     return 0 if ok else 1
+
+
+def print_install(r: dict, http: float | None = None) -> None:
+    def seconds(key: str) -> str:
+        value = r.get(key)
+        return f"{value:.0f} s" + (f" ({value / http:.1f}x iPXE preseed GET)" if value and http else "") \
+            if value else "-"
+    print(f"\nwhole install of {r['name']} (BIOS, 2 vCPUs, TCG, packages through the pxe node's cache):")
+    print(f"  power-on -> preseed GET          {seconds('preseed_seconds')}")
+    print(f"  power-on -> install report       {seconds('reported_seconds')}")
+    print(f"  power-on -> first SSH login      {seconds('login_seconds')}   as {r.get('hostname', '-')}")
+    print(f"  power cycle -> SSH from its disk {seconds('power_cycle_login_seconds')}   "
+          f"installer asked again: {r.get('power_cycle_installer_asked', '-')}")
+    if "error" in r:
+        print(f"  FAILED: {r['error']}; console {r.get('console')}")
 
 
 if __name__ == "__main__":

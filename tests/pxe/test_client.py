@@ -26,6 +26,15 @@ def test_bios_client_boots_from_its_nic_in_software_mode():
     assert "-pidfile" in cmd and "pflash" not in " ".join(cmd)
 
 
+def test_a_client_with_a_disk_boots_its_nic_first_then_the_disk():
+    cmd = argv("bios", disk=Path("/tmp/c1.qcow2"), cpus=2)
+    assert cmd[cmd.index("-boot") + 1] == "order=nc"
+    assert cmd[cmd.index("-smp") + 1] == "2"
+    assert "file=/tmp/c1.qcow2,if=virtio,format=qcow2,cache=unsafe" in cmd
+    assert argv("bios")[argv("bios").index("-boot") + 1] == "order=n"
+    assert "if=virtio" not in " ".join(argv("bios"))
+
+
 def test_uefi_client_has_ovmf_and_no_option_rom():
     cmd = " ".join(argv("uefi"))
     assert "-machine q35 " in cmd and "smm=on" not in cmd and "secure" not in cmd

@@ -21,9 +21,10 @@ ROOT = "/srv/pxe"
 SCENARIO = Path(__file__).resolve().parents[1]
 
 
-def converge_with(extra_vars):
+def converge_with(extra_vars, tags=None):
     """The scenario's converge.yml again (without the common role's play),
-    with these extra vars: bad input, or another DHCP mode."""
+    with these extra vars: bad input, or another DHCP mode.  ``tags``: only
+    the role's tasks with these tags (its checks always run)."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(SCENARIO.parents[1] / "roles"),
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     # Molecule's inventory folder when Molecule runs the tests: its own file
@@ -32,9 +33,23 @@ def converge_with(extra_vars):
     inventory = str(Path(molecule_inventory).parent) if molecule_inventory else f"{CONTAINER},"
     return subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "-i", inventory, "-c", "containers.podman.podman",
-         "--skip-tags", "common", "-e", json.dumps(extra_vars), str(SCENARIO / "converge.yml")],
+         "--skip-tags", "common", *(["--tags", ",".join(tags)] if tags else []), "-e", json.dumps(extra_vars), str(SCENARIO / "converge.yml")],
         capture_output=True, text=True, env=env, timeout=300,
     )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "install: a whole install (15-40 min): only with ZEROLAB_PXE_INSTALL=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The whole install runs only when asked (ZEROLAB_PXE_INSTALL=1): it
+    does not fit CI's time; the README says how to run it."""
+    if os.environ.get("ZEROLAB_PXE_INSTALL") == "1":
+        return
+    heavy = [item for item in items if item.get_closest_marker("install")]
+    config.hook.pytest_deselected(items=heavy)
+    items[:] = [item for item in items if item not in heavy]
 
 
 @pytest.fixture(scope="session")

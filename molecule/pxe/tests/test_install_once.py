@@ -77,7 +77,7 @@ def test_a_reported_machine_boots_its_disk_and_reinstall_brings_the_installer_ba
         plays = yaml.safe_load(CONVERGE.read_text())
         clients = next(p for p in plays if p["name"] == "Converge the pxe role")["vars"]
         bench = [dict(c, reinstall=True) if c["mac"] == MAC else c for c in clients["__bench_clients"]]
-        result = converge_with({"__bench_clients": bench})
+        result = converge_with({"__bench_clients": bench}, tags=["pxe_installed"])
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         assert not host.file(MARK).exists
         assert request(f"{SERVICE}/installed/{MAC}")[0] == 404

@@ -4,8 +4,8 @@ whose router hands out the addresses: the pxe node only adds boot files.
 The foreign server is a plain dnsmasq on the host's side of the provisioning
 bridge (addresses from .210-.230, no boot information).  The pxe node is
 converged with pxe_dhcp_mode: proxy for this module and back to full after
-it.  A DISCOVER gets two offers: an address from the foreign server, the
-boot file from ours.  (A real iPXE client did not get further than DHCP
+it (only its DHCP/TFTP part: --tags pxe_dnsmasq).  A DISCOVER gets two
+offers: an address from the foreign server, the boot file from ours.  (A real iPXE client did not get further than DHCP
 beside the foreign server when this was written: it kept asking the proxy
 again; see the pxe role's README.)
 """
@@ -53,12 +53,12 @@ class ForeignServer:
 def foreign(bridge, tmp_path_factory):
     server = ForeignServer(bridge, tmp_path_factory.mktemp("foreign-dhcp"))
     try:
-        proxy = converge_with({"pxe_dhcp_mode": "proxy"})
+        proxy = converge_with({"pxe_dhcp_mode": "proxy"}, tags=["pxe_dnsmasq"])
         assert proxy.returncode == 0, (proxy.stdout + proxy.stderr)[-3000:]
         yield server
     finally:
         server.stop()
-        back = converge_with({})
+        back = converge_with({}, tags=["pxe_dnsmasq"])
         assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
 
 

@@ -58,8 +58,11 @@ def qemu_argv(
     ovmf_vars: Path | None = None,
     memory_mb: int = 1024,
     accel: str = "tcg",
+    disk: Path | None = None,
+    cpus: int = 1,
 ) -> list[str]:
-    """The QEMU command line of a disk-less machine that boots from its NIC."""
+    """The QEMU command line of a machine that boots from its NIC first and,
+    when it has a disk, from the disk when the network boot exits."""
     if firmware not in FIRMWARES:
         raise ValueError(f"firmware must be one of {FIRMWARES}, not {firmware!r}")
     nic = f"virtio-net-pci,netdev=net0,mac={mac}"
@@ -67,15 +70,18 @@ def qemu_argv(
         "qemu-system-x86_64",
         "-name", f"zerolab-pxe-client-{name}",
         "-accel", accel,
-        "-smp", "1",
+        "-smp", str(cpus),
         "-m", str(memory_mb),
         "-display", "none",
         "-monitor", "none",
         "-serial", f"file:{console}",
         "-pidfile", str(pidfile),
         "-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no",
-        "-boot", "order=n",
+        "-boot", "order=nc" if disk else "order=n",
     ]
+    if disk is not None:
+        # unsafe: a throw-away test disk; the installer's fsyncs cost minutes under TCG.
+        argv += ["-drive", f"file={disk},if=virtio,format=qcow2,cache=unsafe"]
     if firmware in OVMF:
         if ovmf_vars is None:
             raise ValueError("a UEFI client needs its own copy of the OVMF variables")
@@ -115,7 +121,8 @@ def _ip(*args: str) -> None:
 
 @dataclass
 class PxeClient:
-    """A disk-less QEMU machine that network-boots on a tap in ``bridge``.
+    """A QEMU machine that network-boots on a tap in ``bridge`` (disk-less
+    unless given a ``disk``, a qcow2 image the caller made).
 
     Use it as a context manager: the machine and its tap are gone at exit,
     the serial console stays in ``console`` (an artifact for the CI log).
@@ -128,6 +135,8 @@ class PxeClient:
     memory_mb: int = 1024
     accel: str = "tcg"
     workdir: Path = ARTIFACTS
+    disk: Path | None = None
+    cpus: int = 1
     started_at: float | None = field(default=None, init=False)
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
@@ -148,7 +157,7 @@ class PxeClient:
             name=self.name, mac=self.mac, tap=self.tap, firmware=self.firmware,
             console=self.console, pidfile=self.pidfile,
             ovmf_vars=self.workdir / f"{self.name}.OVMF_VARS.fd",
-            memory_mb=self.memory_mb, accel=self.accel,
+            memory_mb=self.memory_mb, accel=self.accel, disk=self.disk, cpus=self.cpus,
         )
 
     def start(self) -> PxeClient:

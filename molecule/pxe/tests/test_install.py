@@ -1,0 +1,65 @@
+"""A whole install, from power-on to an SSH login, then a power cycle.
+
+A BIOS QEMU client with an empty disk, the scenario's inventory machine
+installed1 (pxe_mac, pxe_preseed: install, pxe_ip in molecule.yml), boots
+the installer, which gets its packages through the pxe node's package cache
+(the provisioning network has no way out), installs Debian 12, reports the
+install and reboots.  Its policy now boots the disk: the machine answers SSH
+with the key create.yml made, as its inventory hostname.  Powered off and on
+again, it fetches its mark and boots its disk again, no installer asked for.
+
+It takes 15-40 min under TCG, so it runs only when asked:
+    ZEROLAB_PXE_INSTALL=1 scripts/test pxe
+The client is booted by benchmarks/pxe.py --install-only (its JSON), so the
+benchmark's install figure is this very run.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SERVER
+
+pytestmark = pytest.mark.install
+
+BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "pxe.py"
+KEY = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "install_key"
+
+
+@pytest.fixture(scope="module")
+def installed():
+    run = subprocess.run([sys.executable, str(BENCHMARK), "--install", str(KEY), "--install-only", "--json"],
+                         capture_output=True, text=True, timeout=5400, check=False)
+    assert run.stdout.strip(), f"benchmarks/pxe.py printed nothing (rc {run.returncode}): {run.stderr[-3000:]}"
+    result = json.loads(run.stdout)["install"]
+    print(json.dumps({k: v for k, v in result.items() if k != "console_tail"}, indent=1))
+    return result
+
+
+def test_the_machine_installs_and_answers_ssh_as_its_inventory_hostname(installed):
+    assert "error" not in installed, f"{installed.get('error')}\n{installed.get('console_tail', '')}"
+    assert installed["hostname"] == "installed1"
+    assert installed["preseed_seconds"] < installed["reported_seconds"] < installed["login_seconds"]
+
+
+def test_the_installed_system_got_its_packages_through_the_package_cache(installed, host):
+    assert "error" not in installed, installed.get("error")
+    # apt on the installed system keeps the installer's proxy, the pxe node's cache.
+    assert re.search(rf'Acquire::http::Proxy "http://{re.escape(SERVER)}:3142/?";', installed["installed_system"]), \
+        installed["installed_system"]
+    assert installed["installed_system"].endswith("install ok installed")
+    # The cache served the installer: its log has the client's package downloads.
+    log = host.run("cat /var/log/apt-cacher-ng/apt-cacher.log").stdout
+    assert re.search(r"openssh-server_\S+\.deb", log), log[-2000:]
+
+
+def test_after_a_power_cycle_it_boots_its_disk_not_the_installer(installed):
+    assert "error" not in installed, f"{installed.get('error')}\n{installed.get('console_tail', '')}"
+    assert installed["hostname_after_power_cycle"] == "installed1"
+    assert installed["power_cycle_mark_fetched"], "the policy did not fetch the install mark"
+    assert not installed["power_cycle_installer_asked"], "the installed machine asked for the installer again"
