@@ -19,6 +19,9 @@ WATCHED = "/etc/dnsmasq.d/zerolab-pxe.conf /srv/pxe/pxelinux.cfg/default /srv/px
      "image must be one of"),
     ({"pxe_preseeds": {"default": {}, "bare": {"authorized_keys": []}}},
      "pxe_preseeds 'bare' installs a machine nobody can log into"),
+    ({"pxe_uefi_loader": "grub"}, "pxe_uefi_loader 'grub' is not a loader"),
+    # An extra var reaches every host: the inventory's machines get a malformed pxe_mac.
+    ({"pxe_mac": "52:54:00:zz:00:01"}, "inventory host web7.zerolab.test"),
 ])
 def test_bad_input_fails_naming_the_variable_and_changes_nothing(host, extra_vars, named):
     before = host.run(f"sha256sum {WATCHED}; systemctl show -p MainPID dnsmasq").stdout

@@ -14,14 +14,16 @@ import ipaddress
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SERVER, converge_with
-from zerolab.pxe.client import ARCH_BIOS, ARCH_EFI_X64, dhcp_offers
+from conftest import SERVER, Evidence, converge_with
+from zerolab.pxe.client import ARCH_BIOS, ARCH_EFI_X64, PxeClient, dhcp_offers, wait_for
 
 FOREIGN_RANGE = ("10.89.62.210", "10.89.62.230")
 UNKNOWN = "52:54:00:62:0f:0e"
+BOOT_TIMEOUT_S = 400
 
 
 def in_foreign_range(address):
@@ -43,6 +45,11 @@ class ForeignServer:
         time.sleep(1)
         if self.process.poll() is not None:
             raise RuntimeError(f"the foreign dnsmasq did not start: {self.process.stderr.read()}")
+
+    def leased(self, mac):
+        """The address this server leased to the MAC, if any (lease file: expiry mac ip name id)."""
+        text = self.leases.read_text() if self.leases.exists() else ""
+        return next((f[2] for f in map(str.split, text.splitlines()) if len(f) > 2 and f[1] == mac), None)
 
     def stop(self):
         self.process.terminate()
@@ -80,3 +87,43 @@ def test_each_server_answers_its_part(bridge, foreign, arch, user_class, boot_fi
     assert addresses[0]["file"] == "", "the foreign server offers no boot file"
     assert len(boot) == 1 and boot[0]["file"] == boot_file, offers
     assert boot[0]["options"].get(60) == b"PXEClient"
+
+
+def boot_beside(foreign, evidence, bridge, name, mac, firmware, since):
+    """One real client from power-on to its preseed GET; its foreign address
+    and a failure message (or None)."""
+    with PxeClient(name, mac, bridge, firmware=firmware) as vm:
+        try:
+            ip = wait_for(lambda: foreign.leased(mac), BOOT_TIMEOUT_S, what=f"{name}: a lease from the foreign server")
+            wait_for(lambda: evidence.gets({ip}, r"/preseed/default\.cfg", since), BOOT_TIMEOUT_S,
+                     what=f"{name}: preseed GET")
+        except TimeoutError as error:
+            return foreign.leased(mac), f"{error}; console tail:\n{vm.console_text()[-3000:]}"
+        print(f"{name} ({firmware}) beside a foreign DHCP server: preseed GET after {vm.elapsed():.0f} s")
+    return ip, None
+
+
+@pytest.fixture(scope="module")
+def booted_beside(foreign, host, bridge):
+    """A BIOS machine (QEMU's iPXE ROM) and a plain UEFI one whose policy
+    chain-loads iPXE, booted at once beside the foreign server."""
+    evidence = Evidence(host)
+    since = len(evidence.access_log().splitlines())
+    clients = {"bios": ("bios-ipxe", "52:54:00:62:00:02", "bios"),
+               "uefi": ("uefi-ipxe", "52:54:00:62:00:05", "uefi")}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {kind: pool.submit(boot_beside, foreign, evidence, bridge, *client, since)
+                   for kind, client in clients.items()}
+        return {kind: future.result() for kind, future in futures.items()}, since
+
+
+@pytest.mark.parametrize("kind, first_file", [("bios", None), ("uefi", r"/snponly\.efi$")])
+def test_real_clients_boot_with_our_boot_files_and_the_foreign_address(booted_beside, evidence, kind, first_file):
+    results, since = booted_beside
+    ip, failure = results[kind]
+    assert failure is None, failure
+    assert in_foreign_range(ip), ip
+    if first_file:
+        assert evidence.tftp_sent({ip}, first_file), first_file
+    for path in (r"/boot\.ipxe", r"/images/debian-12/linux", r"/images/debian-12/initrd\.gz"):
+        assert evidence.gets({ip}, path, since), path
