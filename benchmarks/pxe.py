@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -127,6 +129,45 @@ def logged_in(key: Path) -> str | None:
     return run.stdout.strip() if run.returncode == 0 and run.stdout.strip() else None
 
 
+class InstallerStopped(Exception):
+    """The installer put up an error dialog (it waits there for ever)."""
+
+
+def installer_components_missing(preseed: str) -> str | None:
+    """Why the Debian installer cannot finish from the preseed's mirror, or
+    None.  Past its netboot initrd the installer downloads its own
+    components (udebs) from the mirror; a mirror that carries only .debs
+    stops every install at "Download installer components"."""
+    host = re.search(r"^d-i mirror/http/hostname string (\S+)$", preseed, re.M)
+    directory = re.search(r"^d-i mirror/http/directory string (\S+)$", preseed, re.M)
+    proxy = re.search(r"^d-i mirror/http/proxy string (\S+)$", preseed, re.M)
+    if not (host and directory):
+        return "the preseed names no HTTP mirror"
+    mirror = f"http://{host.group(1)}{directory.group(1)}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.group(1)} if proxy else {}))
+    index = f"{mirror}/dists/bookworm/main/debian-installer/binary-amd64/Packages.xz"
+    try:
+        with opener.open(index, timeout=60) as response:
+            packages = lzma.decompress(response.read()).decode()
+        udeb = re.search(r"^Filename: (\S+\.udeb)$", packages, re.M)
+        if udeb is None:
+            return f"{index} lists no installer components"
+        with opener.open(f"{mirror}/{udeb.group(1)}", timeout=60) as response:
+            response.read(1)
+    except urllib.error.HTTPError as error:
+        return (f"the mirror {mirror} does not serve the installer's components ({error.url}: {error.code}); "
+                "the Debian installer downloads them past its initrd, so no install can finish from it")
+    except (OSError, lzma.LZMAError) as error:
+        return f"the installer's components cannot be read from {mirror}: {error}"
+    return None
+
+
+def installer_error(console: str) -> str | None:
+    """The title of an installer error dialog ("[!!] ...") on the console, if any."""
+    found = re.findall(r"\[!!\] ([A-Za-z][^\x1b\n]{3,60})", console)
+    return found[-1].strip() if found else None
+
+
 def install(bridge: str, key: Path) -> dict:
     """A real install from an empty disk, then a power cycle (see --install)."""
     name, mac = INSTALLED["name"], INSTALLED["mac"]
@@ -134,6 +175,11 @@ def install(bridge: str, key: Path) -> dict:
     result: dict = {"name": name, "ip": INSTALLED["ip"], "user": INSTALLED["user"]}
     if http_status(mark) == 200:
         raise SystemExit(f"{name} is marked installed already: converge with reinstall for it first")
+    with urllib.request.urlopen(f"http://{SERVER}/preseed/install.cfg", timeout=10) as response:
+        cannot = installer_components_missing(response.read().decode())
+    if cannot:
+        result["error"] = cannot
+        return result
     disk = ARTIFACTS / f"{name}.qcow2"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     disk.unlink(missing_ok=True)
@@ -147,12 +193,20 @@ def install(bridge: str, key: Path) -> dict:
             wait_for(lambda: (ips := leased_ips(mac)) and gets(ips, r"/preseed/install\.cfg", since),
                      TIMEOUT_S, what=f"{name}: preseed GET")
             result["preseed_seconds"] = vm.elapsed()
-            wait_for(lambda: http_status(mark) == 200, INSTALL_TIMEOUT_S, interval=10, what=f"{name}: install report")
+            def reported() -> bool:
+                stopped = installer_error(vm.console_text())
+                if stopped:
+                    raise InstallerStopped(f"{name}: the installer stopped at an error: {stopped}")
+                if not vm.running():
+                    raise InstallerStopped(f"{name}: QEMU ended before the install report")
+                return http_status(mark) == 200
+
+            wait_for(reported, INSTALL_TIMEOUT_S, interval=10, what=f"{name}: install report")
             result["reported_seconds"] = vm.elapsed()
             result["hostname"] = wait_for(lambda: logged_in(key), LOGIN_TIMEOUT_S, interval=5,
                                           what=f"{name}: SSH login after the install")
             result["login_seconds"] = vm.elapsed()
-        except TimeoutError as error:
+        except (TimeoutError, InstallerStopped) as error:
             result["error"] = str(error)
             result["console_tail"] = vm.console_text()[-3000:]
             return result
@@ -177,6 +231,8 @@ def install(bridge: str, key: Path) -> dict:
 
 
 def main() -> int:
+    # A terminated run still powers its clients off and removes their taps.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=4, help="clients booting at once (max 10; default 4)")
     parser.add_argument("--skip-uefi", action="store_true")

@@ -82,9 +82,9 @@ class Evidence:
         return [line for line in lines
                 if line.split(" ", 1)[0] in ips and re.search(rf'"GET {path_pattern} HTTP', line)]
 
-    def tftp_sent(self, ips, path_pattern):
+    def tftp_sent(self, ips, path_pattern, since_line=0):
         """dnsmasq-tftp's 'sent <file> to <ip>' lines for these addresses."""
-        return [line for line in self.dnsmasq_log().splitlines()
+        return [line for line in self.dnsmasq_log().splitlines()[since_line:]
                 if (m := re.search(r"sent (\S+) to (\S+)", line))
                 and m.group(2) in ips and re.search(path_pattern, m.group(1))]
 

@@ -10,6 +10,8 @@ again, it fetches its mark and boots its disk again, no installer asked for.
 
 It takes 15-40 min under TCG, so it runs only when asked:
     ZEROLAB_PXE_INSTALL=1 scripts/test pxe
+It needs a mirror with the installer's components (udebs); where the mirror
+has none it fails at once saying so (see the pxe role's README).
 The client is booted by benchmarks/pxe.py --install-only (its JSON), so the
 benchmark's install figure is this very run.
 """

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Install once: the Debian installer reports the end of an install here
 (its preseed's late_command POSTs /installed/<MAC>), and from then on that
-machine's iPXE policy finds <MAC>.ipxe in the installed folder and boots its
-disk instead of the installer, until the role removes the mark (the host's
-``reinstall: true`` in the inventory).
+machine's policy finds its mark in the installed folder and boots its disk
+instead of the installer, until the role removes the mark (the host's
+``reinstall: true`` in the inventory).  One mark per loader, each in the
+loader's own language: <MAC>.ipxe (iPXE, over HTTP), <MAC>.grub (GRUB,
+over TFTP), <MAC>.pxelinux (pxelinux, over TFTP).
 
     pxe_installed.py --listen ADDR --port N --hosts FILE --dir DIR
 
@@ -42,6 +44,13 @@ def mac_of(text: str) -> str | None:
 def known_macs(hosts_file: str) -> set[str]:
     with open(hosts_file, encoding="utf-8") as f:
         return {mac for line in f if (mac := mac_of(line.strip())) is not None}
+
+
+def write_atomically(path: str, text: str) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -83,12 +92,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         mac = self.machine()
         if mac is None:
             return
-        mark = os.path.join(self.marks, f"{mac}.ipxe")
-        temporary = f"{mark}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(f"#!ipxe\n# {mac} reported the end of its install at "
-                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: it boots its disk\nexit\n")
-        os.replace(temporary, mark)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        said = f"# {mac} reported the end of its install at {stamp}: it boots its disk"
+        for loader, text in (("ipxe", f"#!ipxe\n{said}\nexit\n"),
+                             ("grub", f"{said}\nset zerolab_installed=1\n"),
+                             ("pxelinux", f"{said}\nDEFAULT installed\n")):
+            write_atomically(os.path.join(self.marks, f"{mac}.{loader}"), text)
         self.answer(201, f"{mac} installed: it boots from its disk from now on")
 
     def do_GET(self) -> None:  # noqa: N802
