@@ -24,6 +24,7 @@ from zerolab.pxe.client import ARCH_BIOS, ARCH_EFI_X64, PxeClient, dhcp_offers, 
 FOREIGN_RANGE = ("10.89.62.210", "10.89.62.230")
 UNKNOWN = "52:54:00:62:0f:0e"
 BOOT_TIMEOUT_S = 400
+RESERVED = {"52:54:00:62:00:02": "10.89.62.212", "52:54:00:62:00:05": "10.89.62.215"}
 
 
 def in_foreign_range(address):
@@ -39,6 +40,9 @@ class ForeignServer:
             "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
             f"--interface={bridge}", "--bind-dynamic", "--except-interface=lo",
             f"--dhcp-range={FOREIGN_RANGE[0]},{FOREIGN_RANGE[1]},255.255.255.0,10m",
+            # Reservations, as an office router has them: the clients booted at once
+            # never race for the same free address.
+            *(f"--dhcp-host={mac},{address}" for mac, address in RESERVED.items()),
             "--dhcp-option=option:router", f"--dhcp-leasefile={self.leases}",
             "--log-dhcp", f"--log-facility={self.log}", f"--pid-file={work / 'pid'}",
         ], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
