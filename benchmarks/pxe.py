@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import os
 import re
 import signal
 import subprocess
@@ -48,7 +49,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from zerolab.pxe.client import ARTIFACTS, PxeClient, wait_for
+from zerolab.pxe.client import ARTIFACTS, PxeClient, stop_all, wait_for
 
 CONTAINER = "zerolab-pxe"
 NETWORK = "zerolab-pxe-test"
@@ -231,9 +232,15 @@ def install(bridge: str, key: Path) -> dict:
     return result
 
 
+def terminated(*_: object) -> None:
+    """SIGTERM: power every client off (their taps too), whichever thread
+    booted it, and end at once: the boots' threads would wait for nothing."""
+    stop_all()
+    os._exit(143)
+
+
 def main() -> int:
-    # A terminated run still powers its clients off and removes their taps.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, terminated)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=4, help="clients booting at once (max 10; default 4)")
     parser.add_argument("--skip-uefi", action="store_true")
@@ -304,7 +311,7 @@ def main() -> int:
     done = [r for r in crowd if r["seconds"]]
     times = sorted(r["seconds"] for r in done)
     if crowd:
-        print(f"\n{args.parallel} BIOS/iPXE clients at once on {len(__import__('os').sched_getaffinity(0))} cores: "
+        print(f"\n{args.parallel} BIOS/iPXE clients at once on {len(os.sched_getaffinity(0))} cores: "
               f"{len(done)}/{args.parallel} reached the preseed; all got lease+kernel+initrd+preseed: {complete}")
     if times:
         slowest = times[-1]

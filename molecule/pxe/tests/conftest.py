@@ -52,6 +52,26 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if item not in heavy]
 
 
+BENCHMARK = SCENARIO.parents[1] / "benchmarks" / "pxe.py"
+
+
+def run_benchmark(*args, timeout):
+    """benchmarks/pxe.py with these arguments; past the timeout it gets
+    SIGTERM (it powers its clients off), then SIGKILL after 30 s."""
+    process = subprocess.Popen([sys.executable, str(BENCHMARK), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 @pytest.fixture(scope="session")
 def bridge():
     """The host side of the provisioning network (podman names it podmanN)."""

@@ -15,21 +15,19 @@ from the server.  So the benchmark runs on every pass and cannot rot.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "pxe.py"
+from conftest import run_benchmark
+
 BOOTS_TIMEOUT = 1500   # three clients at once, TCG: 80-150 s is usual; the benchmark's own limit is 400 s each
 
 
 @pytest.fixture(scope="module")
 def booted():
     """benchmarks/pxe.py --quick --json: each client's result by name."""
-    run = subprocess.run([sys.executable, str(BENCHMARK), "--quick", "--json"],
-                         capture_output=True, text=True, timeout=BOOTS_TIMEOUT, check=False)
+    run = run_benchmark("--quick", "--json", timeout=BOOTS_TIMEOUT)
     assert run.stdout.strip(), f"benchmarks/pxe.py --quick printed nothing (rc {run.returncode}): {run.stderr[-2000:]}"
     result = json.loads(run.stdout)
     for client in result["paths"]:

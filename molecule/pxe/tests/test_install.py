@@ -19,24 +19,20 @@ benchmark's install figure is this very run.
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SERVER
+from conftest import SERVER, run_benchmark
 
 pytestmark = pytest.mark.install
 
-BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "pxe.py"
 KEY = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "install_key"
 
 
 @pytest.fixture(scope="module")
 def installed():
-    run = subprocess.run([sys.executable, str(BENCHMARK), "--install", str(KEY), "--install-only", "--json"],
-                         capture_output=True, text=True, timeout=5400, check=False)
+    run = run_benchmark("--install", str(KEY), "--install-only", "--json", timeout=5400)
     assert run.stdout.strip(), f"benchmarks/pxe.py printed nothing (rc {run.returncode}): {run.stderr[-3000:]}"
     result = json.loads(run.stdout)["install"]
     print(json.dumps({k: v for k, v in result.items() if k != "console_tail"}, indent=1))

@@ -119,6 +119,17 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+# Every client powered on in this process, so that a terminated run can power
+# them all off (stop_all) whatever thread booted them.
+_RUNNING: dict[int, PxeClient] = {}
+
+
+def stop_all() -> None:
+    """Power off every client this process started (e.g. on SIGTERM)."""
+    for client in list(_RUNNING.values()):
+        client.stop()
+
+
 @dataclass
 class PxeClient:
     """A QEMU machine that network-boots on a tap in ``bridge`` (disk-less
@@ -173,6 +184,7 @@ class PxeClient:
         _ip("link", "set", self.tap, "master", self.bridge)
         _ip("link", "set", self.tap, "up")
         self.started_at = time.monotonic()
+        _RUNNING[id(self)] = self
         self._process = subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / f"{self.name}.qemu.log", "w"),
@@ -194,6 +206,7 @@ class PxeClient:
             return ""
 
     def stop(self) -> None:
+        _RUNNING.pop(id(self), None)
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGKILL)
             self._process.wait(timeout=30)
