@@ -75,6 +75,11 @@ def leased_ips(mac: str) -> set[str]:
     return set(re.findall(rf"DHCPACK\(\S+\) (\S+) {re.escape(mac)}", log))
 
 
+def access_log_length() -> int:
+    """Lines in lighttpd's access log now: where a client's evidence starts."""
+    return len(container("cat", "/var/log/lighttpd/access.log").splitlines())
+
+
 def gets(ips: set[str], pattern: str, since: int) -> list[str]:
     lines = container("cat", "/var/log/lighttpd/access.log").splitlines()[since:]
     return [l for l in lines if l.split(" ", 1)[0] in ips and re.search(rf'"GET {pattern} HTTP', l)]
@@ -88,7 +93,7 @@ def tftp_sent(ips: set[str], pattern: str) -> bool:
 
 def boot(name: str, mac: str, firmware: str, preseed: str, bridge: str) -> dict:
     """One client: seconds from power-on to preseed GET, and what it fetched."""
-    since = len(container("cat", "/var/log/lighttpd/access.log").splitlines())
+    since = access_log_length()
     with PxeClient(name, mac, bridge, firmware=firmware) as vm:
         try:
             wait_for(lambda: (ips := leased_ips(mac)) and gets(ips, rf"/preseed/{preseed}\.cfg", since),
@@ -186,7 +191,7 @@ def install(bridge: str, key: Path) -> dict:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     disk.unlink(missing_ok=True)
     sh("qemu-img", "create", "-f", "qcow2", str(disk), "8G")
-    since = len(container("cat", "/var/log/lighttpd/access.log").splitlines())
+    since = access_log_length()
     result["access_log_since"] = since
     vm = PxeClient(name, mac, bridge, disk=disk, cpus=2)
     with vm:
@@ -215,7 +220,7 @@ def install(bridge: str, key: Path) -> dict:
         # What the tests read off the installed system while it runs.
         facts = ssh(key, "cat /etc/apt/apt.conf 2>/dev/null; dpkg-query -W -f '${Status}' openssh-server")
         result["installed_system"] = facts.stdout
-    since_cycle = len(container("cat", "/var/log/lighttpd/access.log").splitlines())
+    since_cycle = access_log_length()
     result["power_cycle_access_log_since"] = since_cycle
     with PxeClient(name, mac, bridge, disk=disk, cpus=2) as again:
         try:

@@ -5,9 +5,10 @@ The foreign server is a plain dnsmasq on the host's side of the provisioning
 bridge (addresses from .210-.230, no boot information).  The pxe node is
 converged with pxe_dhcp_mode: proxy for this module and back to full after
 it (only its DHCP/TFTP part: --tags pxe_dnsmasq).  A DISCOVER gets two
-offers: an address from the foreign server, the boot file from ours.  (A real iPXE client did not get further than DHCP
-beside the foreign server when this was written: it kept asking the proxy
-again; see the pxe role's README.)
+offers: an address from the foreign server, the boot information from ours.
+Then real clients boot beside it, both at once: a BIOS iPXE machine and a
+plain UEFI one chain-loading iPXE, each from a foreign address to its
+preseed GET.
 """
 
 import ipaddress
