@@ -20,6 +20,8 @@ WATCHED = "/etc/dnsmasq.d/zerolab-pxe.conf /srv/pxe/pxelinux.cfg/default /srv/px
     ({"pxe_preseeds": {"default": {}, "bare": {"authorized_keys": []}}},
      "pxe_preseeds 'bare' installs a machine nobody can log into"),
     ({"pxe_uefi_loader": "grub"}, "value of pxe_uefi_loader must be one of: shim, ipxe, got: grub"),
+    ({"pxe_system_image_extra_packages": ["tree", "jq,--aptopt=x"]},
+     "pxe_system_image_extra_packages must be Debian package names"),
     # An extra var reaches every host: the inventory's machines get a malformed pxe_mac.
     ({"pxe_mac": "52:54:00:zz:00:01"}, "inventory host web7.zerolab.test"),
 ])
