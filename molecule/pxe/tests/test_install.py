@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SERVER, run_benchmark
+from zerolab.pxe.client import ARTIFACTS
 
 pytestmark = pytest.mark.install
 
@@ -37,7 +38,9 @@ def installed():
     run = run_benchmark("--install", str(KEY), "--install-only", "--json", timeout=5400)
     assert run.stdout.strip(), f"benchmarks/pxe.py printed nothing (rc {run.returncode}): {run.stderr[-3000:]}"
     result = json.loads(run.stdout)["install"]
-    print(json.dumps({k: v for k, v in result.items() if k != "console_tail"}, indent=1))
+    # Its figures outlive the scenario (pytest keeps a passing test's output to itself).
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "install-result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
