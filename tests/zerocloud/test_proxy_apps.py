@@ -237,3 +237,73 @@ def test_path_parts_are_the_names_the_wsgi_path_spells(zc):
     with pytest.raises(JobError) as e:
         zc.proxy.path_parts(zc.proxy.Request({"PATH_INFO": "/v1/a/\xff"}), 2, 4)
     assert e.value.status == 400
+
+
+# ------------------------------------------------ open/1.0: round trips saved
+def test_a_get_execution_heads_its_object_once(cluster):
+    """The instance that reads the object where it is stored is checked with
+    the HEAD the GET made before anything ran, not a second one."""
+    cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
+    status, _, data = get(cluster.filter(), "/open/a/c/data.txt")
+    assert (status, data) == (200, b"hello\n"), data
+    assert cluster.swift.seen.count(("HEAD", "/v1/a/c/data.txt")) == 1
+
+
+def test_a_repeated_get_execution_fetches_its_template_beside_the_objects_head(cluster):
+    cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
+    template = ("GET", "/v1/a/.zvm/text/plain/config")
+    mw = cluster.filter()
+    assert get(mw, "/open/a/c/data.txt")[0] == 200
+    first = list(cluster.swift.seen)
+    assert first.index(("HEAD", "/v1/a/c/data.txt")) < first.index(template)   # the type not known yet
+    del cluster.swift.seen[:]
+    status, _, data = get(mw, "/open/a/c/data.txt")
+    assert (status, data) == (200, b"hello\n"), data
+    # The type is known from the first GET: the template's GET is spawned
+    # before the object's HEAD goes (this stand-in's spawn runs it at once;
+    # eventlet's runs the two side by side).
+    second = cluster.swift.seen
+    assert second.index(template) < second.index(("HEAD", "/v1/a/c/data.txt"))
+
+
+def test_an_object_whose_type_changed_runs_its_new_types_template(cluster):
+    cluster.swift.objects["/v1/a/c/data"] = b"a,b\n"
+    cluster.swift.meta["/v1/a/c/data"] = {"Content-Type": "text/plain"}
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
+    cluster.swift.objects["/v1/a/.zvm/text/csv/config"] = TEMPLATE.replace(b"show.py", b"table.py")
+    mw = cluster.filter()
+    assert get(mw, "/open/a/c/data")[0] == 200
+    cluster.swift.meta["/v1/a/c/data"] = {"Content-Type": "text/csv"}
+    status, _, data = get(mw, "/open/a/c/data")
+    assert (status, data) == (200, b"hello\n"), data
+    assert cluster.servers.executes[-1]["request"].args == ("show", "table.py", "xml")
+    # A type with no template: the 404 names that type's place, though the
+    # template guessed from the last GET (csv's) was there and fetched.
+    cluster.swift.meta["/v1/a/c/data"] = {"Content-Type": "text/x-other"}
+    status, _, data = get(mw, "/open/a/c/data")
+    assert status == 404
+    assert one_line_reason(data) == ("open/1.0: no application registered for text/x-other: put a job template "
+                                     "at /v1/a/.zvm/text/x-other/config")
+
+
+def test_a_template_removed_since_the_last_get_is_404(cluster):
+    cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
+    mw = cluster.filter()
+    assert get(mw, "/open/a/c/data.txt")[0] == 200
+    del cluster.swift.objects["/v1/a/.zvm/text/plain/config"]
+    status, _, data = get(mw, "/open/a/c/data.txt")
+    assert status == 404 and "put a job template at /v1/a/.zvm/text/plain/config" in one_line_reason(data)
+
+
+def test_an_object_the_caller_may_no_longer_read_runs_nothing_though_its_template_was_fetched(cluster):
+    cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
+    mw = cluster.filter()
+    assert get(mw, "/open/a/c/data.txt")[0] == 200
+    runs = len(cluster.servers.executes)
+    cluster.swift.forbidden.add("/v1/a/c/data.txt")
+    assert get(mw, "/open/a/c/data.txt")[0] == 403
+    assert len(cluster.servers.executes) == runs

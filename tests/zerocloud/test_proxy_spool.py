@@ -286,3 +286,17 @@ def test_a_mappers_large_stdout_reaches_its_reducer_whole(cluster):
 def test_a_spool_dir_that_is_not_a_directory_is_refused_at_start(cluster, tmp_path):
     with pytest.raises(ValueError, match="zerovm_spool_dir"):
         cluster.filter(zerovm_spool_dir=str(tmp_path / "missing"))
+
+
+def test_the_body_md5_is_the_one_taken_as_it_arrived_or_read_again_for_several_outputs(tmp_path):
+    from zerolab.zerocloud.response import Segment, Spool, body_md5
+    spool = Spool(str(tmp_path), memory=4)
+    spool.append(b"hello ")
+    spool.append(b"world\n")
+    one = Segment(spool, 0, 6, hashlib.md5(b"hello ").hexdigest())
+    two = Segment(spool, 6, 6)
+    assert body_md5([one]) == hashlib.md5(b"hello ").hexdigest()
+    assert body_md5([two]) == hashlib.md5(b"world\n").hexdigest()   # not taken: read
+    assert body_md5([one, two]) == hashlib.md5(b"hello world\n").hexdigest()
+    assert body_md5([]) == hashlib.md5(b"").hexdigest()
+    spool.close()

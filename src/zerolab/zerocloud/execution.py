@@ -27,6 +27,7 @@ is), or are closed here when the job ends in an exception.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
@@ -98,8 +99,12 @@ class JobRun:
     """The stages of one job, run for the caller of ``req``."""
 
     def __init__(self, req: Request, config: ProxyConfig, objects: CallerSubrequests, router: ReplicaRouter,
-                 object_servers: ObjectServerClient, cost: JobCost):
+                 object_servers: ObjectServerClient, cost: JobCost, heads: Mapping[str, Response] | None = None):
         self.req = req
+        # Object HEADs the request made before the job (a GET execution's
+        # object), by swift:// path: an instance reading one checks it with
+        # that answer instead of asking again.
+        self.heads = dict(heads or {})
         self.config = config
         self.objects = objects
         self.router = router
@@ -261,7 +266,8 @@ class JobRun:
         refused: JobError | None = None
         if plan.local is not None and plan.local.path is not None:
             try:
-                head = self.objects.check_readable(self.req, plan.local.path, where)
+                made = self.heads.get(str(plan.local.path))
+                head = made if made is not None else self.objects.check_readable(self.req, plan.local.path, where)
                 size = head.content_length or 0
                 if size > self.config.max_input:
                     raise JobError(413, f"{where}: {plan.local.path} is {size} bytes, more than zerovm_maxinput "

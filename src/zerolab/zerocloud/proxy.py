@@ -112,9 +112,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+from eventlet import spawn
 from swift.common.registry import register_swift_info
 from swift.common.swob import Request, Response
 from swift.common.utils import get_logger, split_path
@@ -132,6 +135,16 @@ from .subrequests import CallerSubrequests, JobCost
 OPEN = "open/1.0"
 OPEN_PREFIX = "/open/"
 READ_PIECE = 1 << 16
+# The content types of the last objects GET executions opened, per proxy worker.
+OPEN_TYPES = 1024
+
+
+@dataclass(frozen=True)
+class TemplateFetch:
+    """A job template fetched for a GET execution, or the error that answers it."""
+
+    template: bytes | None
+    error: JobError | None
 
 
 class ProxyQueryMiddleware:
@@ -142,6 +155,7 @@ class ProxyQueryMiddleware:
         self.objects = CallerSubrequests(app, config)
         self.router = ReplicaRouter(app, config)
         self.object_servers = ObjectServerClient(config)
+        self.open_types: OrderedDict[str, str] = OrderedDict()
         register_swift_info("zerovm", version="1.0", sysimages=sorted(config.sysimages),
                             timeout=config.timeout, max_input=config.max_input,
                             max_output=config.max_output, max_config=config.max_config,
@@ -248,8 +262,25 @@ class ProxyQueryMiddleware:
         if denied is not None:
             return denied
         cost = JobCost(self.config.max_job_input, self.config.max_job_output)
-        head = self.objects.check_readable(req, path, where)
+        # The object's type picks what runs, so its HEAD comes first; but
+        # when this object was opened before, the template its type had then
+        # is fetched while the HEAD is out (two round trips at once, not one
+        # after the other).  Only used if the type is still that one.
+        guess = self.open_types.get(str(path))
+        ahead: TemplateFetch | None = None
+        if guess is not None and apps.template_path(guess) is not None and not obj.endswith(".wasm") \
+                and guess not in apps.PROGRAM_TYPES and guess not in apps.TAR_TYPES:
+            fetching = spawn(self.fetch_template, req, cost, account, guess, where)
+            head = self.objects.check_readable(req, path, where)
+            ahead = fetching.wait()
+        else:
+            head = self.objects.check_readable(req, path, where)
         ctype = str(head.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        self.remember_type(str(path), ctype)
+        if ahead is not None and ctype != guess:
+            if ahead.template is not None:
+                cost.inputs.give_back(len(ahead.template))
+            ahead = None
         params = {native(str(k), "the query"): native(str(v), "the query") for k, v in req.params.items()}
         if ctype in apps.PROGRAM_TYPES or obj.endswith(".wasm"):
             program = {"name": "open", "exec": {"path": str(path), "args": params.get("args", "")},
@@ -259,26 +290,44 @@ class ProxyQueryMiddleware:
             data, _ = self.objects.fetch_source(req, cost, path, where, self.config.max_nexe, "zerovm_maxnexe")
             nodes = self.parse_job(data, "app", account, cost)
         else:
-            name = apps.template_path(ctype)
-            if name is None:
+            if apps.template_path(ctype) is None:
                 raise JobError(404, f"{where}: no application registered for content type {ctype!r:.80}")
-            registered = SwiftPath(account, apps.REGISTRY_CONTAINER, name)
-            try:
-                template, _ = self.objects.fetch_source(req, cost, registered, where, self.config.max_config,
-                                                        "zerovm_maxconfig")
-            except JobError as e:
-                if e.status != 404:
-                    raise
-                raise JobError(404, f"{where}: no application registered for {ctype}: put a job template at "
-                                    f"/v1/{account}/{apps.REGISTRY_CONTAINER}/{name}") from None
-            job = apps.fill_template(template, params, str(path), self.config.max_config)
+            fetched = ahead if ahead is not None else self.fetch_template(req, cost, account, ctype, where)
+            if fetched.error is not None:
+                raise fetched.error
+            assert fetched.template is not None
+            job = apps.fill_template(fetched.template, params, str(path), self.config.max_config)
             nodes = self.parse_job(job, "job", account, cost)
         # ZeroCloud's CGI variables: what the program knows of the GET.
         cgi = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/{account}/{container}/{obj}",
                "QUERY_STRING": req.query_string or "", "CONTENT_TYPE": ctype}
         for node in nodes:
             node.env = dict(cgi, **node.env)
-        return self.run(req, nodes, cost, started)
+        # The instance that reads the object where it is stored checks it
+        # with this HEAD, made before it runs, instead of another.
+        return self.run(req, nodes, cost, started, heads={str(path): head})
+
+    def fetch_template(self, req: Request, cost: JobCost, account: str, ctype: str, where: str) -> TemplateFetch:
+        """The account's job template for a content type (apps.py), or why
+        there is none, as the caller fetches it."""
+        name = apps.template_path(ctype)
+        assert name is not None
+        registered = SwiftPath(account, apps.REGISTRY_CONTAINER, name)
+        try:
+            template, _ = self.objects.fetch_source(req, cost, registered, where, self.config.max_config,
+                                                    "zerovm_maxconfig")
+        except JobError as e:
+            if e.status != 404:
+                return TemplateFetch(None, e)
+            return TemplateFetch(None, JobError(404, f"{where}: no application registered for {ctype}: put a job "
+                                                     f"template at /v1/{account}/{apps.REGISTRY_CONTAINER}/{name}"))
+        return TemplateFetch(template, None)
+
+    def remember_type(self, path: str, ctype: str) -> None:
+        self.open_types[path] = ctype
+        self.open_types.move_to_end(path)
+        while len(self.open_types) > OPEN_TYPES:
+            self.open_types.popitem(last=False)
 
     def authorize_execution(self, req: Request, account: str, post: Request) -> Response | None:
         """Whether the caller may run jobs billed to ``account``: what the auth
@@ -312,9 +361,10 @@ class ProxyQueryMiddleware:
                               app=app.image, posted=posted)
         return jobs.parse_script(data, config.sysimages, stdin, own_account=account, posted=posted)
 
-    def run(self, req: Request, nodes: list[jobs.Node], cost: JobCost, started: float) -> Response:
+    def run(self, req: Request, nodes: list[jobs.Node], cost: JobCost, started: float,
+            heads: Mapping[str, Response] | None = None) -> Response:
         stages = jobs.expand(nodes, lambda path: self.objects.list_objects(req, path), self.config.max_nodes)
-        run = JobRun(req, self.config, self.objects, self.router, self.object_servers, cost)
+        run = JobRun(req, self.config, self.objects, self.router, self.object_servers, cost, heads)
         resp = run.run(stages, started)
         # What ZeroCloud would have ignored too, said rather than silently dropped.
         ignored = jobs.ignored_keys(nodes)

@@ -92,11 +92,13 @@ class Spool:
 
 @dataclass(frozen=True, eq=False)
 class Segment:
-    """One output: ``length`` bytes of a spool from ``offset``."""
+    """One output: ``length`` bytes of a spool from ``offset``, and their
+    MD5 when it was taken as they arrived ("": not known)."""
 
     spool: Spool
     offset: int
     length: int
+    md5: str = ""
 
     def __len__(self) -> int:
         return self.length
@@ -261,16 +263,23 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
         for k, v in headers.items():
             resp.headers[k] = v
         # ZeroCloud sent the MD5 of the time; the MD5 of the body is what an
-        # HTTP client can check.  One more read of the spools, before the
-        # headers go (at most zerovm_maxjoboutput).
-        digest = hashlib.md5(usedforsecurity=False)
-        for output in body:
-            for piece in output.pieces(CLIENT_PIECE):
-                digest.update(piece)
-        resp.headers["Etag"] = digest.hexdigest()
+        # HTTP client can check.  A body of one output has it from when it
+        # was spooled; several are read once more, before the headers go
+        # (at most zerovm_maxjoboutput).
+        resp.headers["Etag"] = body_md5(body)
         if any(r.report is not None for r in results):
             resp.headers["X-Nexe-Cached"] = "true"   # run by a warm executor daemon, as ZeroCloud's daemon mode
     except BaseException:
         close_spools(spools)
         raise
     return resp
+
+
+def body_md5(body: Sequence[Segment]) -> str:
+    if len(body) == 1 and body[0].md5:
+        return body[0].md5
+    digest = hashlib.md5(usedforsecurity=False)
+    for output in body:
+        for piece in output.pieces(CLIENT_PIECE):
+            digest.update(piece)
+    return digest.hexdigest()
