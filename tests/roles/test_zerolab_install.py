@@ -112,6 +112,9 @@ def test_the_kernel_command_line():
         installer.boot_mac({"BOOTIF": "01-52-54-00-62-00"})
     grub = installer.grub_defaults('GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=""\n', cmdline)
     assert grub == 'GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"\n'
+    # /etc/default/grub is shell: a console word that is not plain stays out.
+    hostile = installer.grub_defaults('GRUB_CMDLINE_LINUX=""\n', 'console=ttyS0 console=$(reboot) console="x')
+    assert hostile == 'GRUB_CMDLINE_LINUX="console=ttyS0"\n'
 
 
 def block_device(root, name, size="16777216", removable="0", ro="0"):
@@ -151,3 +154,25 @@ def test_it_refuses_to_run_outside_its_image():
     run = subprocess.run([sys.executable, str(PROGRAM)], capture_output=True, text=True, timeout=30)
     assert run.returncode != 0
     assert "wipes the first disk" in run.stderr
+
+
+@pytest.mark.parametrize("data, on", [(b"\x06\x00\x00\x00\x01", True), (b"\x06\x00\x00\x00\x00", False),
+                                      (b"\x06", False), (None, False)])
+def test_secure_boot_is_read_from_its_efi_variable(tmp_path, data, on):
+    variable = tmp_path / "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    if data is not None:
+        variable.write_bytes(data)
+    assert installer.secure_boot_on(variable) is on
+
+
+def test_what_would_stop_the_install_half_way_is_refused_before_the_disk_is_touched(tmp_path):
+    secure_boot = tmp_path / "SecureBoot"
+    with pytest.raises(installer.InstallError, match="timezone 'Mars/Olympus' is not a time zone"):
+        installer.refuse_before_wiping(answers(timezone="Mars/Olympus"), secure_boot)
+    with pytest.raises(installer.InstallError, match="username 'root' is a system account"):
+        installer.refuse_before_wiping(answers(username="root"), secure_boot)
+    secure_boot.write_bytes(b"\x06\x00\x00\x00\x01")
+    with pytest.raises(installer.InstallError, match="Secure Boot is on"):
+        installer.refuse_before_wiping(answers(), secure_boot)
+    secure_boot.write_bytes(b"\x06\x00\x00\x00\x00")
+    installer.refuse_before_wiping(answers(username="zerolab-test-nobody"), secure_boot)

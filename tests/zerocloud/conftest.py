@@ -150,6 +150,9 @@ class ImmediateThread:
             raise self.error
         return self.value
 
+    def kill(self):
+        """Too late here: it has run; what it did stays done."""
+
 
 class SerialPool:
     def __init__(self, size):

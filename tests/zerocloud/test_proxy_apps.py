@@ -305,5 +305,7 @@ def test_an_object_the_caller_may_no_longer_read_runs_nothing_though_its_templat
     assert get(mw, "/open/a/c/data.txt")[0] == 200
     runs = len(cluster.servers.executes)
     cluster.swift.forbidden.add("/v1/a/c/data.txt")
+    del cluster.swift.seen[:]
     assert get(mw, "/open/a/c/data.txt")[0] == 403
+    assert ("GET", "/v1/a/.zvm/text/plain/config") in cluster.swift.seen   # asked for beside the HEAD
     assert len(cluster.servers.executes) == runs

@@ -44,6 +44,9 @@ MAC = re.compile(r"01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})")
 IPV4 = re.compile(r"(\d{1,3}\.){3}\d{1,3}")
 URL = re.compile(r"https?://[^\s\"'\\]+")
 TIMEZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+CONSOLE = re.compile(r"console=[A-Za-z0-9,]+")
+# EFI's global variable: 1 in its fifth byte when Secure Boot is on.
+SECURE_BOOT = Path("/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c")
 # A locked password ("!" or "*" in front) means keys only: the admin then
 # gets sudo without a password, as the lab's other nodes give it.
 LOCKED = re.compile(r"[!*].*")
@@ -185,7 +188,8 @@ def resolv_conf(answers: Answers) -> str:
 def grub_defaults(original: str, cmdline: str) -> str:
     """/etc/default/grub with the installer's console= arguments (a serial
     console stays one) and a short menu timeout."""
-    consoles = " ".join(word for word in cmdline.split() if word.startswith("console="))
+    # /etc/default/grub is shell: only plain console= words go in.
+    consoles = " ".join(word for word in cmdline.split() if CONSOLE.fullmatch(word))
     text = re.sub(r"^GRUB_TIMEOUT=.*$", "GRUB_TIMEOUT=1", original, flags=re.M)
     return re.sub(r"^GRUB_CMDLINE_LINUX=.*$", f'GRUB_CMDLINE_LINUX="{consoles}"', text, flags=re.M)
 
@@ -260,9 +264,7 @@ def make_it_this_machine(answers: Answers, cmdline: str) -> None:
           # The MAC, as the installer's DHCP client sent it: a fixed address
           # (dhcp-host) follows the machine from installer to installed system.
           "[DHCPv4]\nClientIdentifier=mac\n")
-    zone = Path("/usr/share/zoneinfo") / answers.timezone
-    if ".." in answers.timezone or not (TARGET / zone.relative_to("/")).is_file():
-        raise InstallError(f"answers: timezone {answers.timezone!r} is not a time zone of the image")
+    zone = Path("/usr/share/zoneinfo") / answers.timezone   # checked by refuse_before_wiping
     (TARGET / "etc/localtime").unlink(missing_ok=True)
     (TARGET / "etc/localtime").symlink_to(zone)
     write("/etc/timezone", answers.timezone + "\n")
@@ -284,9 +286,13 @@ def make_it_this_machine(answers: Answers, cmdline: str) -> None:
     installed = run("dpkg-query", "-W", "-f", "${Package}\n", target=True).split()
     missing = [package for package in answers.packages if package not in installed]
     if missing:
+        # Daemons their maintainer scripts would start here would hold the
+        # target busy (it could not be unmounted): policy-rc.d says no.
+        write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
         run("apt-get", "update", target=True)
         run("apt-get", "install", "--yes", "--no-install-recommends", *missing, target=True)
         run("apt-get", "clean", target=True)
+        (TARGET / "usr/sbin/policy-rc.d").unlink()
 
     defaults = TARGET / "etc/default/grub"
     defaults.write_text(grub_defaults(defaults.read_text(), cmdline))
@@ -318,6 +324,27 @@ def unmount_all() -> None:
         run("umount", mount)
 
 
+def refuse_before_wiping(answers: Answers, secure_boot: Path = SECURE_BOOT) -> None:
+    """What would stop the install half-way, checked while the disk is
+    still as it was (the image running is the one copied onto it)."""
+    zone = Path("/usr/share/zoneinfo") / answers.timezone
+    if ".." in answers.timezone or not zone.is_file():
+        raise InstallError(f"answers: timezone {answers.timezone!r} is not a time zone of the image")
+    if subprocess.run(["getent", "passwd", answers.username], capture_output=True, check=False).returncode == 0:
+        raise InstallError(f"answers: username {answers.username!r} is a system account of the image")
+    if secure_boot_on(secure_boot):
+        raise InstallError("Secure Boot is on, and zerolab's image installs an unsigned GRUB that it would refuse: "
+                           "turn Secure Boot off for this machine, or give its policy image debian-12")
+
+
+def secure_boot_on(variable: Path) -> bool:
+    try:
+        data = variable.read_bytes()
+    except OSError:
+        return False   # no such variable: BIOS, or firmware without Secure Boot
+    return len(data) >= 5 and data[4] == 1
+
+
 def start_udev() -> None:
     """Load the drivers of the machine's disks: the initramfs loaded only
     its network's, and as init nothing else starts udev."""
@@ -334,6 +361,7 @@ def install() -> None:
     mac = boot_mac(arguments)
     answers = parse_answers(fetch(arguments["zerolab.answers"]), arguments.get("zerolab.hostname", ""))
     efi = Path("/sys/firmware/efi").is_dir()
+    refuse_before_wiping(answers)
     start_udev()
     disk = first_disk()
     say(f"installing {answers.hostname} ({mac}) onto {disk}, {'UEFI' if efi else 'BIOS'}")

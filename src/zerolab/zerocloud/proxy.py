@@ -271,7 +271,11 @@ class ProxyQueryMiddleware:
         if guess is not None and apps.template_path(guess) is not None and not obj.endswith(".wasm") \
                 and guess not in apps.PROGRAM_TYPES and guess not in apps.TAR_TYPES:
             fetching = spawn(self.fetch_template, req, cost, account, guess, where)
-            head = self.objects.check_readable(req, path, where)
+            try:
+                head = self.objects.check_readable(req, path, where)
+            except BaseException:
+                fetching.kill()   # the job is refused: nothing of it runs on
+                raise
             ahead = fetching.wait()
         else:
             head = self.objects.check_readable(req, path, where)
