@@ -187,6 +187,12 @@ def installer_error(console: str) -> str | None:
     return None
 
 
+def installed_client(bridge: str, disk: Path) -> PxeClient:
+    """The machine installed1, with its disk: 3 GB, since zerolab's
+    installer runs from its image in memory (about 800 MB)."""
+    return PxeClient(INSTALLED["name"], INSTALLED["mac"], bridge, disk=disk, cpus=2, memory_mb=3072)
+
+
 def install(bridge: str, key: Path) -> dict:
     """A real install from an empty disk, then a power cycle (see --install)."""
     name, mac = INSTALLED["name"], INSTALLED["mac"]
@@ -206,8 +212,7 @@ def install(bridge: str, key: Path) -> dict:
     sh("qemu-img", "create", "-f", "qcow2", str(disk), "8G")
     since = access_log_length()
     result["access_log_since"] = since
-    # zerolab's installer runs from its image in memory (about 800 MB).
-    vm = PxeClient(name, mac, bridge, disk=disk, cpus=2, memory_mb=3072)
+    vm = installed_client(bridge, disk)
     with vm:
         result["console"] = str(vm.console)
         try:
@@ -236,7 +241,7 @@ def install(bridge: str, key: Path) -> dict:
         result["installed_system"] = facts.stdout
     since_cycle = access_log_length()
     result["power_cycle_access_log_since"] = since_cycle
-    with PxeClient(name, mac, bridge, disk=disk, cpus=2, memory_mb=3072) as again:
+    with installed_client(bridge, disk) as again:
         try:
             result["hostname_after_power_cycle"] = wait_for(lambda: logged_in(key), LOGIN_TIMEOUT_S, interval=5,
                                                             what=f"{name}: SSH login after a power cycle")

@@ -135,7 +135,7 @@ from .subrequests import CallerSubrequests, JobCost
 OPEN = "open/1.0"
 OPEN_PREFIX = "/open/"
 READ_PIECE = 1 << 16
-# The content types of the last objects GET executions opened, per proxy worker.
+# The template types of the last objects GET executions opened, per proxy worker.
 OPEN_TYPES = 1024
 
 
@@ -155,7 +155,8 @@ class ProxyQueryMiddleware:
         self.objects = CallerSubrequests(app, config)
         self.router = ReplicaRouter(app, config)
         self.object_servers = ObjectServerClient(config)
-        self.open_types: OrderedDict[str, str] = OrderedDict()
+        # Per object path, the type whose template its last GET execution ran.
+        self.template_types: OrderedDict[str, str] = OrderedDict()
         register_swift_info("zerovm", version="1.0", sysimages=sorted(config.sysimages),
                             timeout=config.timeout, max_input=config.max_input,
                             max_output=config.max_output, max_config=config.max_config,
@@ -266,10 +267,9 @@ class ProxyQueryMiddleware:
         # when this object was opened before, the template its type had then
         # is fetched while the HEAD is out (two round trips at once, not one
         # after the other).  Only used if the type is still that one.
-        guess = self.open_types.get(str(path))
+        guess = self.template_types.get(str(path))
         ahead: TemplateFetch | None = None
-        if guess is not None and apps.template_path(guess) is not None and not obj.endswith(".wasm") \
-                and guess not in apps.PROGRAM_TYPES and guess not in apps.TAR_TYPES:
+        if guess is not None:
             fetching = spawn(self.fetch_template, req, cost, account, guess, where)
             try:
                 head = self.objects.check_readable(req, path, where)
@@ -280,22 +280,23 @@ class ProxyQueryMiddleware:
         else:
             head = self.objects.check_readable(req, path, where)
         ctype = str(head.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        self.remember_type(str(path), ctype)
+        kind = opened_as(ctype, obj)
+        self.remember_template_type(str(path), ctype if kind == "template" else None)
         if ahead is not None and ctype != guess:
             if ahead.template is not None:
                 cost.inputs.give_back(len(ahead.template))
             ahead = None
         params = {native(str(k), "the query"): native(str(v), "the query") for k, v in req.params.items()}
-        if ctype in apps.PROGRAM_TYPES or obj.endswith(".wasm"):
+        if kind == "program":
             program = {"name": "open", "exec": {"path": str(path), "args": params.get("args", "")},
                        "devices": [{"name": "stdout", "content_type": params.get("content_type", "text/plain")}]}
             nodes = self.parse_job(json.dumps([program]).encode(), "job", account, cost)
-        elif ctype in apps.TAR_TYPES:
+        elif kind == "app":
             data, _ = self.objects.fetch_source(req, cost, path, where, self.config.max_nexe, "zerovm_maxnexe")
             nodes = self.parse_job(data, "app", account, cost)
+        elif kind == "unregistered":
+            raise JobError(404, f"{where}: no application registered for content type {ctype!r:.80}")
         else:
-            if apps.template_path(ctype) is None:
-                raise JobError(404, f"{where}: no application registered for content type {ctype!r:.80}")
             fetched = ahead if ahead is not None else self.fetch_template(req, cost, account, ctype, where)
             if fetched.error is not None:
                 raise fetched.error
@@ -327,11 +328,15 @@ class ProxyQueryMiddleware:
                                                      f"template at /v1/{account}/{apps.REGISTRY_CONTAINER}/{name}"))
         return TemplateFetch(template, None)
 
-    def remember_type(self, path: str, ctype: str) -> None:
-        self.open_types[path] = ctype
-        self.open_types.move_to_end(path)
-        while len(self.open_types) > OPEN_TYPES:
-            self.open_types.popitem(last=False)
+    def remember_template_type(self, path: str, ctype: str | None) -> None:
+        """The type whose template the object's GET ran (None: it ran none)."""
+        if ctype is None:
+            self.template_types.pop(path, None)
+            return
+        self.template_types[path] = ctype
+        self.template_types.move_to_end(path)
+        while len(self.template_types) > OPEN_TYPES:
+            self.template_types.popitem(last=False)
 
     def authorize_execution(self, req: Request, account: str, post: Request) -> Response | None:
         """Whether the caller may run jobs billed to ``account``: what the auth
@@ -391,6 +396,17 @@ class ProxyQueryMiddleware:
         if not body and not empty:
             raise JobError(400, "empty job: POST a JSON job description, an app (a tar) or a #! script")
         return body
+
+
+def opened_as(ctype: str, obj: str) -> str:
+    """What a GET execution of an object of this type runs: the object
+    itself ("program"), its boot/system.map ("app"), the account's template
+    for the type ("template"), or nothing registered ("unregistered")."""
+    if ctype in apps.PROGRAM_TYPES or obj.endswith(".wasm"):
+        return "program"
+    if ctype in apps.TAR_TYPES:
+        return "app"
+    return "template" if apps.template_path(ctype) is not None else "unregistered"
 
 
 def native(text: str, what: str) -> str:
