@@ -45,7 +45,7 @@ from types import FrameType
 from zerolab.sandbox import status as exit_status
 
 from . import protocol
-from .worker import CLIENT_TIMEOUT, failed
+from .worker import CLIENT_TIMEOUT, REPLYING, STREAMING, failed
 
 MAX_REQUEST_PAYLOAD = 256 << 20
 # Past the job's own timeout, the worker has this long to answer before it is
@@ -86,11 +86,14 @@ class Slots:
 
 class WorkerLost(Exception):
     """The worker did not finish its job: ``report`` says what happened to it,
-    or is None when the worker had begun its reply (the client has a cut one)."""
+    or is None when the worker was inside a reply (the client has a cut one).
+    ``streaming``: the worker had sent whole stream frames, so the report
+    goes after an END_OF_STREAMS frame (protocol.py)."""
 
-    def __init__(self, report: protocol.JobReport | None):
+    def __init__(self, report: protocol.JobReport | None, streaming: bool = False):
         super().__init__(report.exit_state if report else "lost while replying")
         self.report = report
+        self.streaming = streaming
 
 
 class Worker:
@@ -137,7 +140,7 @@ class Worker:
             try:
                 said = self.sock.recv(1)
             except TimeoutError:
-                if not self.replying[0]:
+                if self.replying[0] != REPLYING:
                     raise
                 # The job has run; its reply goes at the client's pace (each
                 # write bounded by the worker's own client timeout).
@@ -152,8 +155,9 @@ class Worker:
         except OSError:
             report = failed(exit_status.CRASH, self.death_reason(), 0)
         self.stop()   # before the flag is read: a live worker could still set it
-        # Once the worker has begun its reply, only it could have finished it.
-        raise WorkerLost(None if self.replying[0] else report)
+        # Once the worker is inside a reply, only it could have finished it.
+        state = self.replying[0]
+        raise WorkerLost(None if state == REPLYING else report, streaming=state == STREAMING)
 
     @staticmethod
     def timeout_reason(request: protocol.RunRequest) -> str:
@@ -369,10 +373,18 @@ class Handler(socketserver.BaseRequestHandler):
         except WorkerLost as e:
             self.daemon.pool.discard(worker)
             if e.report is not None:
+                if e.streaming:
+                    self.send(protocol.frame(protocol.END_OF_STREAMS))
                 self.reply(protocol.RunReply(e.report))
         else:
             self.daemon.pool.give_back(worker)
         self.daemon.after_job()
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.request.sendall(data)
+        except OSError:
+            pass  # the object server gave up (its own timeout); nothing to tell
 
     def reply(self, message: protocol.RunReply | protocol.Refusal | protocol.DaemonStatus) -> None:
         try:

@@ -35,6 +35,17 @@ Reply::
     {"status": "ok", "report": {...}, "outputs": ["/dev/stdout", ...], "payloads": [...]}
     {"status": "busy" | "bad-request", "reason": "..."}
 
+Streams (connect's data between running nodes): an input or output marked
+``"stream": true`` is not a payload.  A request with stream inputs goes on,
+after its payloads, with frames: STREAM_FRAME (the stream's number among
+the request's stream inputs, a length), then that many bytes; a frame of
+length 0 ends its stream, and the request ends when every stream has.  A
+request with any stream at all is answered with a Streaming header first,
+as soon as a worker has taken it; then frames of the stream outputs
+(numbered among the request's stream outputs, length 0 ending one), then an
+END_OF_STREAMS frame, then the RunReply, which names only the outputs that
+are not streams.
+
 Between the daemon and a worker (their socketpair): the daemon forwards the
 request's header as it came, with the client's connected socket passed ahead
 of the request's own descriptors; the worker reads the payloads from the
@@ -66,6 +77,11 @@ READ_PIECE = 1 << 20   # the most one recv asks for
 MAX_PIECES = 512   # buffers per sendmsg, under the kernel's IOV_MAX (1024)
 # A worker's one message to the daemon, after each job (see above).
 WORKER_DONE = b"D"
+# A frame of a stream: its number, its length (0: the stream ended).
+STREAM_FRAME = struct.Struct("!II")
+MAX_FRAME = 1 << 20
+# The frame number after which a streaming reply's RunReply follows.
+END_OF_STREAMS = 0xFFFFFFFF
 
 
 class ProtocolError(Exception):
@@ -97,6 +113,19 @@ def frame_header(header: Header) -> bytes:
     """A header as it goes on the wire: its length, then its JSON."""
     head = json.dumps(header, separators=(",", ":")).encode()
     return struct.pack("!I", len(head)) + head
+
+
+def frame(number: int, data: bytes = b"") -> bytes:
+    """One frame of a stream (data b"": the stream ended)."""
+    return STREAM_FRAME.pack(number, len(data)) + data
+
+
+def parse_frame_header(raw: bytes) -> tuple[int, int]:
+    """A frame's number and length, the length checked against MAX_FRAME."""
+    number, length = STREAM_FRAME.unpack(raw)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"stream frame of {length} bytes is more than {MAX_FRAME}")
+    return number, length
 
 
 def parse_header(raw: bytes) -> Header:
@@ -336,40 +365,55 @@ class ProgramSource:
         return cls(image=obj.text("image"), path=obj.text("path"))
 
 
+def _stream_flag(obj: WireObject) -> bool:
+    if obj.raw.get("stream") is not True:
+        raise ProtocolError(f"{obj.what}.stream must be true when present")
+    return True
+
+
 @dataclass(frozen=True)
 class InputChannel:
-    """A readable device: a payload of the message, or a passed descriptor."""
+    """A readable device: a payload of the message, a passed descriptor, or
+    a stream whose frames follow the payloads."""
 
     alias: str
     payload: int | None = None
     fd: int | None = None
+    stream: bool = False
 
     def to_wire(self) -> Header:
-        return _without_none({"alias": self.alias, "payload": self.payload, "fd": self.fd})
+        return _without_none({"alias": self.alias, "payload": self.payload, "fd": self.fd,
+                              "stream": True if self.stream else None})
 
     @classmethod
     def from_wire(cls, raw: object, payloads: int) -> InputChannel:
         if isinstance(raw, dict) and "fd" in raw:
             obj = WireObject(raw, "input", required=("alias", "fd"))
             return cls(obj.text("alias"), fd=obj.integer("fd", minimum=0))
+        if isinstance(raw, dict) and "stream" in raw:
+            obj = WireObject(raw, "input", required=("alias", "stream"))
+            return cls(obj.text("alias"), stream=_stream_flag(obj))
         obj = WireObject(raw, "input", required=("alias", "payload"))
         return cls(obj.text("alias"), payload=_payload_index(obj, payloads))
 
 
 @dataclass(frozen=True)
 class OutputChannel:
-    """A writable device and the most bytes it may take (None: the receiver's limit)."""
+    """A writable device and the most bytes it may take (None: the
+    receiver's limit); a stream's bytes go in frames as they are written."""
 
     alias: str
     limit: int | None = None
+    stream: bool = False
 
     def to_wire(self) -> Header:
-        return _without_none({"alias": self.alias, "limit": self.limit})
+        return _without_none({"alias": self.alias, "limit": self.limit, "stream": True if self.stream else None})
 
     @classmethod
     def from_wire(cls, raw: object) -> OutputChannel:
-        obj = WireObject(raw, "output", required=("alias",), optional=("limit",))
-        return cls(obj.text("alias"), obj.optional_integer("limit", minimum=0))
+        obj = WireObject(raw, "output", required=("alias",), optional=("limit", "stream"))
+        return cls(obj.text("alias"), obj.optional_integer("limit", minimum=0),
+                   stream=_stream_flag(obj) if obj.has("stream") else False)
 
 
 @dataclass(frozen=True)
@@ -407,6 +451,21 @@ class RunRequest:
     outputs: tuple[OutputChannel, ...] = ()
     images: tuple[ExtraImage, ...] = ()
     char: tuple[str, ...] = ()          # channels the guest sees as character devices (ZeroCloud's mode)
+
+    @property
+    def stream_inputs(self) -> tuple[str, ...]:
+        """The aliases of the stream inputs, by their frames' numbers."""
+        return tuple(i.alias for i in self.inputs if i.stream)
+
+    @property
+    def stream_outputs(self) -> tuple[str, ...]:
+        """The aliases of the stream outputs, by their frames' numbers."""
+        return tuple(o.alias for o in self.outputs if o.stream)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the reply begins with a Streaming header (protocol above)."""
+        return any(i.stream for i in self.inputs) or any(o.stream for o in self.outputs)
 
     op: ClassVar[str] = "run"
     FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -534,9 +593,28 @@ class Refusal:
         raise ProtocolError(f"reply.status {status!r:.40} is not a refusal")
 
 
-def parse_reply(header: Mapping[str, Any]) -> RunReply | Refusal:
+@dataclass(frozen=True)
+class Streaming:
+    """A worker took a request with streams: frames follow (protocol above)."""
+
+    status: ClassVar[str] = "streaming"
+
+    def to_wire(self) -> Header:
+        return {"status": self.status}
+
+    @classmethod
+    def from_wire(cls, header: Mapping[str, Any]) -> Streaming:
+        WireObject(dict(header), "reply", required=("status",), optional=FRAMING)
+        if payload_lengths(header):
+            raise ProtocolError("a streaming reply's first header carries no payloads")
+        return cls()
+
+
+def parse_reply(header: Mapping[str, Any]) -> RunReply | Refusal | Streaming:
     if header.get("status") == RunReply.status:
         return RunReply.from_wire(header)
+    if header.get("status") == Streaming.status:
+        return Streaming.from_wire(header)
     if header.get("status") in ("busy", "bad-request"):
         return Refusal.from_wire(header)
     raise ProtocolError(f"unknown reply status {header.get('status')!r:.40}")

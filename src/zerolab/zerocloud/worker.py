@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 from zerolab.sandbox import Channel, Executor, Manifest, tarfs
 from zerolab.sandbox import executor as sandbox_executor
@@ -37,6 +38,7 @@ from zerolab.sandbox import status as exit_status
 from zerolab.sandbox.manifest import DEFAULT_LIMIT, RND_READ_RND_WRITE, RND_READ_SEQ_WRITE, SEQ_READ_SEQ_WRITE
 
 from . import protocol
+from .stream_pipes import StreamInputs, StreamOutputs
 
 RANDOM_OUTPUT = "/dev/output"   # ZeroCloud gave its output device random access (channel type 3)
 PROGRAM_DIRS = ("", "bin/", "usr/bin/", "usr/local/bin/")
@@ -45,6 +47,13 @@ CLIENT_TIMEOUT = 60.0
 # The largest payload a worker keeps between jobs to skip hashing it again
 # (it counts against the worker's memory cap while the worker is idle).
 REMEMBERED_PAYLOAD = 16 << 20
+# Stream input bytes the guest has not read yet, held at most (then the
+# worker stops reading its request until the guest catches up).
+STREAM_BUFFER = 128 << 20
+# The flag shared with the daemon (executord.Worker): 0 nothing sent yet,
+# REPLYING inside a frame or the final reply, STREAMING between frames (the
+# daemon may then end the reply itself: END_OF_STREAMS and a report).
+REPLYING, STREAMING = 1, 2
 
 
 class JobRunner:
@@ -124,8 +133,11 @@ class JobRunner:
                 return f"{tar}/{prefix}{member}", [(tar, "/")]
         raise LookupError(f"program {member} not found in {what}")
 
-    def run(self, request: protocol.RunRequest, payloads: list[bytes],
-            fds: list[int]) -> tuple[protocol.RunReply | protocol.Refusal, list[bytes]]:
+    def run(self, request: protocol.RunRequest, payloads: list[bytes], fds: list[int],
+            stream_in: Sequence[str] = (), stream_out: Sequence[str] = (),
+            ) -> tuple[protocol.RunReply | protocol.Refusal, list[bytes]]:
+        """``stream_in`` and ``stream_out``: the pipes (host paths) of the
+        request's stream inputs and outputs, by number (stream_pipes.py)."""
         try:
             program, images = self.program(request.program, payloads)
             for extra in request.images:
@@ -147,10 +159,13 @@ class JobRunner:
             return protocol.RunReply(failed(exit_status.BAD_INPUT, str(e))), []
         channels = []
         limit = request.max_input if request.max_input is not None else DEFAULT_LIMIT
+        streams_in = iter(stream_in)
         for spec in request.inputs:
-            kind = SEQ_READ_SEQ_WRITE if spec.alias == "/dev/stdin" else RND_READ_SEQ_WRITE
+            kind = SEQ_READ_SEQ_WRITE if spec.alias == "/dev/stdin" or spec.stream else RND_READ_SEQ_WRITE
             uri: str | bytes
-            if spec.fd is not None:
+            if spec.stream:
+                uri = next(streams_in)
+            elif spec.fd is not None:
                 if spec.fd >= len(fds):
                     return protocol.Refusal("bad-request", f"input {spec.alias} names descriptor {spec.fd}, "
                                                            f"but {len(fds)} came with the request"), []
@@ -161,10 +176,14 @@ class JobRunner:
         if not any(c.alias == "/dev/stdin" for c in channels):
             # Guests expect descriptors 0-2 (CPython refuses to start without them).
             channels.append(Channel(b"", "/dev/stdin", SEQ_READ_SEQ_WRITE, 0, DEFAULT_LIMIT, DEFAULT_LIMIT, 0, 0))
+        streams_out = iter(stream_out)
         for out in request.outputs:
             if out.limit is None:   # the object server always sets it: its own cap applies
                 return protocol.Refusal("bad-request", f"output {out.alias} has no limit"), []
-            if out.alias == RANDOM_OUTPUT:
+            if out.stream:
+                channels.append(Channel(next(streams_out), out.alias, SEQ_READ_SEQ_WRITE, 1, 0, 0, DEFAULT_LIMIT,
+                                        out.limit))
+            elif out.alias == RANDOM_OUTPUT:
                 # ZeroCloud's output device: written (and read back) at any offset, up to its limit.
                 channels.append(Channel(None, out.alias, RND_READ_RND_WRITE, 1, DEFAULT_LIMIT, DEFAULT_LIMIT,
                                         DEFAULT_LIMIT, out.limit))
@@ -189,7 +208,7 @@ class JobRunner:
             report.exit_code, report.exit_state = exit_status.QUOTA, f"quota: {report.quota_hit}"
         if request.program_name:   # name the program as the user did, not our cache file
             report.exit_state = report.exit_state.replace(program, request.program_name)
-        names = tuple(out.alias for out in request.outputs)
+        names = tuple(out.alias for out in request.outputs if not out.stream)   # streams went as they came
         data = [report.outputs.get(a, b"") for a in names]
         return protocol.RunReply(job_report(report), names), data
 
@@ -239,6 +258,9 @@ def answer(client: socket.socket, runner: JobRunner, header: protocol.Header, fd
     data: list[bytes] = []
     try:
         request = protocol.parse_request(header)
+        if isinstance(request, protocol.RunRequest) and request.streaming:
+            answer_streaming(client, incoming, runner, request, payloads, fds, replying)
+            return
         if isinstance(request, protocol.RunRequest):
             reply, data = runner.run(request, payloads, fds)
         else:
@@ -250,11 +272,63 @@ def answer(client: socket.socket, runner: JobRunner, header: protocol.Header, fd
     except MemoryError:
         reply = protocol.RunReply(failed(
             exit_status.MEMORY, "memory: the job's host side went over its memory cap", 0))
-    replying[0] = 1   # from here on, the daemon must not answer the client itself
+    replying[0] = REPLYING   # from here on, the daemon must not answer the client itself
     try:
         protocol.send(client, reply.to_wire(), data)
     except OSError:
         pass   # the client went away meanwhile: no one to tell
+
+
+def answer_streaming(client: socket.socket, incoming: protocol.Reader, runner: JobRunner,
+                     request: protocol.RunRequest, payloads: list[bytes], fds: list[int],
+                     replying: mmap.mmap) -> None:
+    """A job with streams: Streaming at once, then its stream outputs' frames
+    as the guest writes them while its stream inputs' frames are read, then
+    END_OF_STREAMS and the reply (protocol.py)."""
+    deadline = time.monotonic() + max(1, request.timeout if request.timeout is not None else 10)
+    lock = threading.Lock()
+
+    def send(data: bytes) -> None:
+        with lock:
+            replying[0] = REPLYING
+            try:
+                client.sendall(data)
+            finally:
+                replying[0] = STREAMING
+
+    try:
+        send(protocol.frame_header(protocol.Streaming().to_wire()))
+    except OSError:
+        return   # the client went away: no one to run it for
+    inputs = StreamInputs(client, bytes(incoming.buf), len(request.stream_inputs), STREAM_BUFFER, deadline)
+    outputs = StreamOutputs(len(request.stream_outputs), send)
+    inputs.start()
+    outputs.start()
+    reply: protocol.RunReply | protocol.Refusal
+    data: list[bytes] = []
+    try:
+        reply, data = runner.run(request, payloads, fds, inputs.uris, outputs.uris)
+    except MemoryError:
+        reply = protocol.RunReply(failed(
+            exit_status.MEMORY, "memory: the job's host side went over its memory cap", 0))
+    finally:
+        inputs.finish()
+        outputs.finish()
+    if isinstance(reply, protocol.RunReply) and reply.report.exit_code != exit_status.TIMEOUT:
+        # What the guest read was cut: its outputs cannot count.
+        if inputs.timed_out:
+            reply, data = protocol.RunReply(failed(
+                exit_status.TIMEOUT, f"timeout: its stream inputs had not ended after Timeout = "
+                                     f"{request.timeout} s", 0)), []
+        elif inputs.error is not None:
+            reply, data = protocol.RunReply(failed(exit_status.BAD_INPUT, f"bad streams: {inputs.error}", 0)), []
+    with lock:
+        replying[0] = REPLYING
+        try:
+            client.sendall(protocol.frame(protocol.END_OF_STREAMS))
+            protocol.send(client, reply.to_wire(), data)
+        except OSError:
+            pass   # the client went away meanwhile: no one to tell
 
 
 def die_with_parent() -> None:
