@@ -123,7 +123,87 @@ def test_a_path_without_account_is_400(zc, daemon):
 
 def test_no_content_length_is_411(zc, daemon):
     status, _, data = execute(middleware(zc, zerovm_socket=daemon.path), b"", length=False)
-    assert status == 411 and one_line_reason(data) == "a job request needs a Content-Length"
+    assert status == 411
+    assert one_line_reason(data) == "a job request needs a Content-Length (or chunks, when it has streams)"
+
+
+def test_a_chunked_request_without_streams_is_411(zc, daemon):
+    status, _, data = execute(middleware(zc, zerovm_socket=daemon.path), job_body(REQUEST, [PROGRAM, b"x"]),
+                              headers={"Transfer-Encoding": "chunked"}, length=False)
+    assert status == 411 and one_line_reason(data) == "only a job request with stream inputs may come in chunks"
+    assert daemon.requests == []
+
+
+class StreamingDaemon:
+    """A daemon stand-in for requests with streams: takes the header and
+    payloads, answers Streaming at once, reads what follows to its end, and
+    sends it back as frames of stream output 0, then END_OF_STREAMS and a
+    reply."""
+
+    def __init__(self, path):
+        self.path = path
+        self.got = []
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(4)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            reader = protocol.Reader(conn)
+            header, payloads = reader.message(want_fds=True)
+            protocol.send(conn, protocol.Streaming().to_wire())
+            rest = bytes(reader.buf) + b"".join(iter(lambda: conn.recv(65536), b""))
+            self.got.append((header, payloads, rest))
+            conn.sendall(protocol.frame(0, rest) + protocol.frame(0) + protocol.frame(protocol.END_OF_STREAMS))
+            protocol.send(conn, protocol.RunReply(REPORT, ("/dev/stderr",)).to_wire(), [b"err"])
+
+
+STREAM_REQUEST = protocol.RunRequest(
+    program=protocol.ProgramSource(payload=0), args=("cat",),
+    inputs=(protocol.InputChannel("/dev/in/map-1", stream=True),),
+    outputs=(protocol.OutputChannel("/dev/out/reduce", 1000, stream=True), protocol.OutputChannel("/dev/stderr")))
+
+
+def test_a_request_with_streams_comes_in_chunks_and_its_reply_is_passed_on_as_it_comes(zc, tmp_path):
+    daemon = StreamingDaemon(str(tmp_path / "executor.sock"))
+    frames = protocol.frame(0, b"one ") + protocol.frame(0, b"two") + protocol.frame(0)
+    env = {"REQUEST_METHOD": "EXECUTE", "PATH_INFO": "/sda1/7/a", "HTTP_TRANSFER_ENCODING": "chunked",
+           "wsgi.input": io.BytesIO(job_body(STREAM_REQUEST, [PROGRAM]) + frames)}
+    status, headers, data = call(middleware(zc, zerovm_socket=daemon.path), env)
+    assert status.startswith("200") and "Content-Length" not in headers
+    assert env["eventlet.minimum_write_chunk_size"] == 0   # each frame goes at once
+    [(header, payloads, rest)] = daemon.got
+    assert payloads == [PROGRAM] and rest == frames   # the streams went on after the payloads
+    assert header["inputs"] == [{"alias": "/dev/in/map-1", "stream": True}]
+    reader = protocol.Reader(FakeSocket(data))
+    assert protocol.parse_reply(reader.header()) == protocol.Streaming()
+    assert reader.exact(len(protocol.frame(0, frames))) == protocol.frame(0, frames)
+    assert reader.exact(8) == protocol.frame(0) and reader.exact(8) == protocol.frame(protocol.END_OF_STREAMS)
+    assert reader.message() == ({"status": "ok", "report": REPORT.to_wire(), "outputs": ["/dev/stderr"],
+                                 "payloads": [3]}, [b"err"])
+
+
+def test_streams_past_zerovm_maxrequest_are_cut_and_the_daemon_sees_their_end(zc, tmp_path):
+    daemon = StreamingDaemon(str(tmp_path / "executor.sock"))
+    body = job_body(STREAM_REQUEST, [PROGRAM])
+    frames = protocol.frame(0, b"x" * 5000) + protocol.frame(0)
+    env = {"REQUEST_METHOD": "EXECUTE", "PATH_INFO": "/sda1/7/a", "HTTP_TRANSFER_ENCODING": "chunked",
+           "wsgi.input": io.BytesIO(body + frames)}
+    status, _, _ = call(middleware(zc, zerovm_socket=daemon.path, zerovm_maxrequest=len(body) + 1000), env)
+    assert status.startswith("200")
+    [(_, _, rest)] = daemon.got
+    assert rest == b""   # the one piece would have gone past the cap: nothing of it went
+
+
+class FakeSocket:
+    def __init__(self, data):
+        self.data = data
+
+    def recv(self, n):
+        piece, self.data = self.data[:n], self.data[n:]
+        return piece
 
 
 def test_a_request_over_zerovm_maxrequest_is_413_before_it_is_read(zc, daemon):

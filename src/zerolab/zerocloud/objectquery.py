@@ -8,7 +8,10 @@ this filter answers 405 instead of mistaking a job for a metadata update.
 The body is the executor request (protocol.py) without its descriptor; this
 filter opens the object's data file on this device, caps the job's limits
 with its own configuration, hands both to the node's executor daemon over
-its unix socket and returns the daemon's reply.  Replies: 200 with the report
+its unix socket and returns the daemon's reply.  A request with streams
+(connect's data, while the node runs) comes in chunks: what follows its
+payloads is copied to the daemon as it arrives, beside the reply, which is
+passed on as it comes (chunked, each piece at once) from its first header.  Replies: 200 with the report
 and outputs, and ``X-Nexe-Colocated: <node>/<device>`` when the job read its
 object here (zerovm_node_name: the storage host's inventory name); 404 when this device has no copy (the proxy tries another
 replica); 409 for objects stored encrypted; 413 for an input over
@@ -32,6 +35,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+from eventlet import spawn
 from swift.common.storage_policy import POLICIES
 from swift.common.swob import Request, Response
 from swift.common.utils import get_logger, split_path
@@ -113,16 +117,19 @@ class ObjectQueryMiddleware:
         except ValueError:
             return text(400, f"bad EXECUTE path {req.path}")
         length = req.content_length
-        if length is None:
-            return text(411, "a job request needs a Content-Length")
-        if length > self.max_request:
+        chunked = "chunked" in req.headers.get("Transfer-Encoding", "").lower()
+        if length is None and not chunked:
+            return text(411, "a job request needs a Content-Length (or chunks, when it has streams)")
+        if length is not None and length > self.max_request:
             return text(413, f"job request of {length} bytes is more than zerovm_maxrequest ({self.max_request})")
         body = req.environ["wsgi.input"]
         try:
-            header = read_header(body, length)
+            header, streams = read_header(body, length, self.max_request)
             request = protocol.RunRequest.from_wire(header)
         except protocol.ProtocolError as e:
             return text(400, f"malformed job request: {e}")
+        if length is None and not request.stream_inputs:
+            return text(411, "only a job request with stream inputs may come in chunks")
         if any(i.fd is not None for i in request.inputs):
             return text(400, "malformed job request: only this server passes descriptors; "
                              "inputs from the proxy name payloads")
@@ -143,13 +150,21 @@ class ObjectQueryMiddleware:
             # Where the job ran next to its object: this host and device.
             colocated = f"{self.node_name}/{device}"
         try:
-            answer = self.call_executor(request, lengths, body, fds)
+            answer = self.call_executor(request, lengths, body, fds, streams)
         finally:
             for fd in fds:
                 os.close(fd)
         if isinstance(answer, Response):
             return answer
         reply, output_lengths, reader, sock = answer
+        if isinstance(reply, protocol.Streaming):
+            # Frames go on as the node writes them: no length, and each piece
+            # sent at once rather than gathered to eventlet's 4 KiB.
+            req.environ["eventlet.minimum_write_chunk_size"] = 0
+            resp = Response(status=200, app_iter=relay(reader.frame, reader, sock),
+                            content_type="application/octet-stream")
+            resp.headers["X-Nexe-Colocated"] = colocated
+            return resp
         head = protocol.frame_header(dict(reply.to_wire(), payloads=output_lengths))
         resp = Response(status=200, app_iter=stream_reply(head, reader, sock, output_lengths, self.logger),
                         content_type="application/octet-stream")
@@ -197,8 +212,9 @@ class ObjectQueryMiddleware:
                           for out in request.outputs))
 
     def call_executor(self, request: protocol.RunRequest, lengths: list[int], body: BinaryStream,
-                      fds: list[int]) -> Response | ExecutorAnswer:
-        """Sends the job, its payloads copied from ``body`` in pieces, and reads
+                      fds: list[int], streams: int = 0) -> Response | ExecutorAnswer:
+        """Sends the job, its payloads copied from ``body`` in pieces (then,
+        beside the reply, up to ``streams`` bytes of its streams), and reads
         the reply's header -> (reply, output lengths, reader, socket) with the
         outputs still to read, or an error Response."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -215,18 +231,44 @@ class ObjectQueryMiddleware:
                 copy(body, sock, sum(lengths))
             except OSError:
                 pass   # the daemon may have refused the job (busy) without reading it: its reply says
+            if request.stream_inputs:
+                spawn(self.copy_streams, body, sock, streams)
             reader = protocol.Reader(sock)
             header = reader.header()
             reply = protocol.parse_reply(header)
         except (OSError, protocol.ProtocolError) as e:
             sock.close()
             return text(503, f"executor failed: {e}")
+        if isinstance(reply, protocol.Streaming):
+            return reply, [], reader, sock
         if isinstance(reply, protocol.Refusal):
             sock.close()
             if reply.status == "busy":
                 return text(429, f"too many jobs: {reply.reason}")
             return text(400, f"executor refused the job: {reply.reason}")
         return reply, protocol.payload_lengths(header), reader, sock
+
+
+    def copy_streams(self, body: BinaryStream, sock: socket.socket, most: int) -> None:
+        """The request's frames to the daemon as they come, up to ``most``
+        bytes; past that (or when the body breaks off) the daemon's side is
+        shut, and the node fails on its streams' missing end."""
+        try:
+            while True:
+                piece = body.read(PIECE)
+                if not piece:
+                    break
+                if len(piece) > most:
+                    self.logger.error("zerocloud: a job's streams went over zerovm_maxrequest")
+                    break
+                most -= len(piece)
+                sock.sendall(piece)
+        except (OSError, ValueError) as e:   # the proxy went away, or the run ended first
+            self.logger.error(f"zerocloud: a job's streams stopped: {e}")
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 def read_exact(stream: BinaryStream, n: int) -> bytes:
@@ -236,19 +278,24 @@ def read_exact(stream: BinaryStream, n: int) -> bytes:
     return data
 
 
-def read_header(body: BinaryStream, length: int) -> protocol.Header:
+def read_header(body: BinaryStream, length: int | None, most: int) -> tuple[protocol.Header, int]:
     """The executor request's header from the body, its payloads (what
-    follows) checked to make up the rest of ``length``."""
-    if length < 4:
+    follows) checked to make up the rest of ``length``, or (a request with
+    streams: None, or room for frames after them) to fit in it; and in
+    ``most`` bytes, when the body comes in chunks.  -> the header, and the
+    most its streams may then bring."""
+    if length is not None and length < 4:
         raise protocol.ProtocolError("short message")
+    room = (length if length is not None else most) - 4
     (size,) = struct.unpack("!I", read_exact(body, 4))
-    if size > protocol.MAX_HEADER or size > length - 4:
+    if size > protocol.MAX_HEADER or size > room:
         raise protocol.ProtocolError(f"header of {size} bytes does not fit")
     header = protocol.parse_header(read_exact(body, size))
-    lengths = protocol.payload_lengths(header)
-    if sum(lengths) != length - 4 - size:
+    payloads = sum(protocol.payload_lengths(header))
+    streams = any(isinstance(i, dict) and i.get("stream") for i in header.get("inputs", []) or [])
+    if payloads > room - size or (not streams and length is not None and payloads != room - size):
         raise protocol.ProtocolError("message length does not match its header")
-    return header
+    return header, room - size - payloads
 
 
 def copy(body: BinaryStream, sock: socket.socket, n: int) -> None:
@@ -283,6 +330,23 @@ def stream_reply(head: bytes, reader: protocol.Reader, sock: socket.socket, leng
                 n -= len(piece)
                 sent += len(piece)
                 yield piece
+    finally:
+        sock.close()
+
+
+def relay(head: bytes, reader: protocol.Reader, sock: socket.socket) -> Iterator[bytes]:
+    """A streaming reply to the proxy as the executor sends it, to its end
+    (the proxy checks its frames and its last message: a reply cut short is
+    a bad reply there)."""
+    try:
+        yield head
+        if reader.buf:
+            yield bytes(reader.buf)
+        while True:
+            piece = sock.recv(PIECE)
+            if not piece:
+                return
+            yield piece
     finally:
         sock.close()
 
