@@ -6,6 +6,7 @@ afterwards.  Every stand-in does what the filters rely on and nothing more."""
 
 import importlib
 import sys
+import threading
 import types
 from urllib.parse import parse_qsl, unquote
 
@@ -172,7 +173,8 @@ def zc(monkeypatch):
         m.__dict__.update(attrs)
         monkeypatch.setitem(sys.modules, name, m)
 
-    module("eventlet", GreenPool=SerialPool, Timeout=FakeTimeout, spawn=ImmediateThread)
+    module("eventlet", GreenPool=SerialPool, Semaphore=threading.Semaphore, Timeout=FakeTimeout,
+           spawn=ImmediateThread)
     for name in ("swift", "swift.common", "swift.proxy", "swift.proxy.controllers", "swift.obj"):
         module(name)
     module("swift.common.bufferedhttp", http_connect=None)

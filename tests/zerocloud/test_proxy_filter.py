@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import random
+import struct
 from dataclasses import replace
 
 import pytest
@@ -148,7 +149,9 @@ class ObjectServers:
 
     def __init__(self, answer, log=None):
         self.answer = answer
+        self.refuse = None   # (ip, request) -> (status, body, headers) or None: a streamed run's refusal
         self.executes = []
+        self.current = None   # the record of the EXECUTE being answered
         self.log = log if log is not None else []   # ("EXECUTE", path) as each arrives
 
     def connect(self, ip, port, device, partition, method, path, headers=None):
@@ -156,21 +159,128 @@ class ObjectServers:
 
         class Connection:
             sent = b""
+            closed = False
+
+            def __init__(self):
+                self.sock = self   # a streamed start sends on conn.sock
 
             def send(self, data):
                 self.sent += data
 
+            sendall = send
+
+            def close(self):
+                self.closed = True
+
             def getresponse(self):
-                assert int(headers["Content-Length"]) == len(self.sent)
-                header, payloads = protocol.decode(self.sent)
+                chunked = headers.get("Transfer-Encoding") == "chunked"
+                if not chunked:
+                    assert int(headers["Content-Length"]) == len(self.sent)
+                body = dechunk(self.sent, ended=False) if chunked else self.sent
+                header, payloads, _ = split_message(body)
                 request = protocol.RunRequest.from_wire(header)
                 servers.log.append(("EXECUTE", path))
-                servers.executes.append({"ip": ip, "device": device, "partition": partition, "method": method,
-                                         "path": path, "headers": headers, "request": request,
-                                         "payloads": payloads})
+                record = {"ip": ip, "device": device, "partition": partition, "method": method, "path": path,
+                          "headers": headers, "request": request, "payloads": payloads}
+                servers.executes.append(record)
+                servers.current = record
+                refused = servers.refuse(ip, request) if servers.refuse is not None else None
+                if request.streaming and refused is not None:
+                    return Reply(*refused)
+                if request.streaming:
+                    return StreamedRun(servers, ip, self, record)
                 got = servers.answer(ip, request, payloads)
                 return got if hasattr(got, "read") else Reply(*got)
         return Connection()
+
+
+def dechunk(data, ended=True):
+    """A chunked HTTP body's bytes (``ended``: it must have its last chunk)."""
+    out = b""
+    while data:
+        size, _, rest = data.partition(b"\r\n")
+        n = int(size, 16)
+        assert rest[n:n + 2] == b"\r\n", "a chunk is its size, CRLF, its bytes, CRLF"
+        if n == 0:
+            assert rest == b"\r\n", "nothing after the last chunk"
+            return out
+        out, data = out + rest[:n], rest[n + 2:]
+    assert not ended, "the body did not end"
+    return out
+
+
+def split_message(body):
+    """A request's header, its payloads, and what follows them (its stream frames)."""
+    (size,) = struct.unpack("!I", body[:4])
+    header = json.loads(body[4:4 + size])
+    pos, payloads = 4 + size, []
+    for n in header["payloads"]:
+        payloads.append(body[pos:pos + n])
+        pos += n
+    return header, payloads, body[pos:]
+
+
+class StreamedRun:
+    """The reply to a request with streams, as the executor sends it: the
+    Streaming header at once; then, when read on, the run: its stream
+    inputs' frames (which must all have come, ended) made payloads, so that
+    ``answer`` sees the request as a staged one; the outputs it marked
+    streams sent back as frames, END_OF_STREAMS, and the RunReply of the rest."""
+
+    status = 200
+
+    def __init__(self, servers, ip, conn, record):
+        self.servers, self.ip, self.conn, self.record = servers, ip, conn, record
+        self.data = protocol.frame_header(protocol.Streaming().to_wire())
+        self.ran = False
+        self.headers = {}
+
+    def getheader(self, name):
+        return self.headers.get(name)
+
+    def read(self, n):
+        if not self.data and not self.ran:
+            self.ran = True
+            self.data = self.run()
+        piece, self.data = self.data[:n], self.data[n:]
+        return piece
+
+    def run(self):
+        request = self.record["request"]
+        chunked = self.record["headers"].get("Transfer-Encoding") == "chunked"
+        _, payloads, frames = split_message(dechunk(self.conn.sent) if chunked else self.conn.sent)
+        streams = {alias: b"" for alias in request.stream_inputs}
+        ended = set()
+        while frames:
+            number, length = protocol.STREAM_FRAME.unpack(frames[:8])
+            alias = request.stream_inputs[number]
+            assert alias not in ended, f"a frame of {alias} after its end"
+            if length == 0:
+                ended.add(alias)
+            streams[alias] += frames[8:8 + length]
+            frames = frames[8 + length:]
+        assert ended == set(streams), f"streams not ended: {set(streams) - ended}"
+        inputs = []
+        for i in request.inputs:
+            if i.stream:
+                inputs.append(protocol.InputChannel(i.alias, payload=len(payloads)))
+                payloads.append(streams[i.alias])
+            else:
+                inputs.append(i)
+        outputs = tuple(replace(o, stream=False) for o in request.outputs)
+        staged = replace(request, inputs=tuple(inputs), outputs=outputs)
+        self.record.update(request=staged, payloads=payloads, streamed=request)
+        self.servers.current = self.record
+        status, body, self.headers = self.servers.answer(self.ip, staged, payloads)
+        assert status == 200, "a streamed run's refusals come before its Streaming header"
+        header, data = protocol.decode(body)
+        reply = protocol.RunReply.from_wire(header)
+        by_alias = dict(zip(reply.outputs, data))
+        out = b"".join(protocol.frame(number, by_alias.get(alias, b"")) + protocol.frame(number)
+                       for number, alias in enumerate(request.stream_outputs))
+        kept = [alias for alias in reply.outputs if alias not in request.stream_outputs]
+        return out + protocol.frame(protocol.END_OF_STREAMS) + protocol.pack(
+            replace(reply, outputs=tuple(kept)).to_wire(), [by_alias[alias] for alias in kept])
 
 
 def ran(stdout=b"hello\n", report=OK_REPORT, colocated="c0c0"):
@@ -205,7 +315,8 @@ def make_cluster(zc, monkeypatch):
             self.swift, self.servers = swift, servers
 
         def filter(self, **conf):
-            conf = dict({"zerovm_sysimage_devices": "python", "zerovm_timeout": 10}, **conf)
+            conf = dict({"zerovm_sysimage_devices": "python", "zerovm_timeout": 10, "zerovm_connect": "staged"},
+                        **conf)
             return zc.proxy.ProxyQueryMiddleware(swift, {k: str(v) for k, v in conf.items()})
     return Cluster()
 

@@ -27,7 +27,7 @@ is), or are closed here when the job ends in an exception.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
@@ -37,12 +37,13 @@ from swift.common.swob import Request, Response
 
 from zerolab.sandbox import status as exit_status
 
+from . import connect_streams, protocol
 from . import job as jobs
-from . import protocol
+from .connect_streams import CONNECT_HEADER, TargetFeed, Wiring
 from .job import JobError, SwiftPath
 from .proxy_config import ProxyConfig
 from .response import Result, Segment, Spool, close_spools, job_response
-from .routing import ObjectServerClient, Piece, ReplicaRouter, RingNode, Route
+from .routing import Answer, ObjectServerClient, Piece, ReplicaRouter, RingNode, Route, Started
 from .subrequests import CallerSubrequests, JobCost, Program, etag_of, refuse_unless_plain
 
 # Statuses after which another replica may have the object or a free slot;
@@ -95,6 +96,17 @@ class Verdict:
     changed: str | None = None
 
 
+@dataclass(frozen=True)
+class Launched:
+    """An instance of a streamed job as its start left it: its result so
+    far, what the rest of its reply comes from (None: no server took it),
+    and its stream outputs' aliases by their frames' numbers."""
+
+    result: Result
+    started: Started | None
+    stream_outputs: tuple[str, ...]
+
+
 class JobRun:
     """The stages of one job, run for the caller of ``req``."""
 
@@ -124,6 +136,7 @@ class JobRun:
             raise
 
     def run_stages(self, stages: list[list[jobs.Instance]], started: float) -> Response:
+        staged_because = self.connect_mode(stages)
         # Every node authorized for what it reads (and what is sent along
         # fetched) before anything runs.
         plans: dict[str, Plan] = {}
@@ -136,6 +149,11 @@ class JobRun:
         checks: list[Pending[list[Verdict]]] = []
         for stage in stages:
             checks.append(spawn(self.check_stage, stage, plans, checks[-1] if checks else None))
+        if staged_because == "":
+            streamed = self.run_streamed(stages, plans, checks)
+            if streamed is not None:
+                return self.answer(streamed, started, "streamed")
+            staged_because = "a program changed while the job ran"
         results: list[Result] = []
         # What connect feeds on: (source, None) -> its stdout, (source, target) -> its /dev/out/<target>.
         fed: Fed = {}
@@ -168,7 +186,121 @@ class JobRun:
                 results += [Result(inst).skip(f"not run: node {stopped.inst.name!r} was stopped")
                             for rest in later for inst in rest]
                 break
-        return job_response(results, started, self.spools)
+        return self.answer(results, started, None if staged_because is None else f"staged: {staged_because}")
+
+    def answer(self, results: list[Result], started: float, mode: str | None) -> Response:
+        resp = job_response(results, started, self.spools)
+        if mode is not None:
+            resp.headers[CONNECT_HEADER] = mode
+        return resp
+
+    def connect_mode(self, stages: list[list[jobs.Instance]]) -> str | None:
+        """How the job's connect runs: "" streamed, else why staged (None:
+        the job has no connect).  The filter's zerovm_connect says, or the
+        request's X-Zerolab-Connect for this job."""
+        wanted = self.req.headers.get(CONNECT_HEADER)
+        if wanted is not None and wanted not in connect_streams.MODES:
+            raise JobError(400, f"{CONNECT_HEADER} must be streamed or staged (got {wanted!r:.40})")
+        if not any(inst.sources for stage in stages for inst in stage):
+            return None
+        if (wanted or self.config.connect) == "staged":
+            return "asked for" if wanted else "zerovm_connect = staged"
+        return connect_streams.why_staged(stages, self.config.concurrency) or ""
+
+    def run_streamed(self, stages: list[list[jobs.Instance]], plans: dict[str, Plan],
+                     checks: list[Pending[list[Verdict]]]) -> list[Result] | None:
+        """Every instance at once, connect's channels streamed between them
+        (connect_streams.py): started last stage first, so that a target
+        takes its request before its sources' first frames; then every
+        reply read side by side, each source's frames sent on to its
+        targets as they come.  The results then stand as a staged run's
+        would: the HEADs' verdicts, then stage by stage, a failure ending
+        the job and a stopped node dropping what came after it, since that
+        read its stopped output.  None: a program changed while the job
+        ran, and nothing it returned is kept (the caller runs it staged)."""
+        instances = [inst for stage in stages for inst in stage]
+        wiring = connect_streams.wire(instances)
+        feeds = {inst.name: TargetFeed(wiring.inputs[inst.name], inst.sources)
+                 for inst in instances if inst.name in wiring.inputs}
+        pool = GreenPool(len(instances))
+        started = dict(pool.imap(lambda inst: (inst.name, self.start(inst, plans[inst.name], wiring)),
+                                 reversed(instances)))
+        for name, feed in feeds.items():
+            taken = started[name].started
+            feed.sock = taken.sock if taken is not None else None
+        results = list(pool.imap(lambda inst: self.finish(inst, started[inst.name], wiring, feeds), instances))
+        verdicts = [verdict for checked in checks for verdict in checked.wait()]
+        if any(verdict.changed is not None for verdict in verdicts):
+            for result in results:
+                self.discard(result)
+            return None
+        for result, verdict in zip(results, verdicts):
+            if verdict.refused is not None:
+                self.discard(result)
+                result.fail(verdict.refused.status, verdict.refused.reason)
+        kept: list[Result] = []
+        for stage in stages:
+            stage_results, results = results[:len(stage)], results[len(stage):]
+            kept += stage_results
+            if any(r.status != 200 and not r.node_failed for r in stage_results):
+                break   # the job's answer is that failure
+            for r in stage_results:
+                if r.status == 200:
+                    self.store_outputs(r)
+            if any(r.status != 200 and not r.node_failed for r in stage_results):
+                break
+            stopped = next((r for r in stage_results if r.node_failed), None)
+            if stopped is not None:
+                for r in results:
+                    self.discard(r)
+                kept += [Result(r.inst).skip(f"dropped: node {stopped.inst.name!r} was stopped")
+                         for r in results]
+                results = []
+                break
+        for r in results:   # after a failure: not answered
+            self.discard(r)
+        return kept
+
+    def start(self, inst: jobs.Instance, plan: Plan, wiring: Wiring) -> Launched:
+        """The instance sent with its connect channels as streams, up to the
+        moment a server took it (or none did: its result says why)."""
+        inputs = [*plan.request.inputs,
+                  *(protocol.InputChannel(alias, stream=True) for alias in wiring.inputs.get(inst.name, []))]
+        streamed = wiring.outputs.get(inst.name, set())
+        outputs = [replace(o, stream=True) if o.alias in streamed else o for o in plan.request.outputs]
+        request = replace(plan.request, inputs=tuple(inputs), outputs=tuple(outputs))
+        header = protocol.frame_header(dict(request.to_wire(), payloads=[len(p) for p in plan.payloads]))
+        pieces: list[Piece] = [header, *(p for p in plan.payloads if len(p))]
+        route = self.router.route(self.req, plan.local, plan.account)
+        chunked = bool(request.stream_inputs)
+        headers = dict(route.headers, **({"Transfer-Encoding": "chunked"} if chunked else
+                                         {"Content-Length": str(sum(map(len, pieces)))}))
+        answer, node = self.first_to_take(inst, plan, route, lambda node: self.object_servers.start(
+            node, route.partition, route.path, headers, pieces, chunked))
+        if node is None:
+            return Launched(Result(inst).fail(answer.status, answer.reason), None, ())
+        return Launched(Result(inst), answer.started, request.stream_outputs)
+
+    def finish(self, inst: jobs.Instance, launched: Launched, wiring: Wiring,
+               feeds: dict[str, TargetFeed]) -> Result:
+        """The rest of a started instance's reply, its stream frames sent on
+        to its targets as they come; each of its targets' streams from it
+        ended after, however it went."""
+        result, started, aliases = launched.result, launched.started, launched.stream_outputs
+        if started is not None:
+            def on_frame(number: int, data: bytes) -> None:
+                if number < len(aliases):
+                    for target, alias in wiring.routes[inst.name, aliases[number]]:
+                        feeds[target].send(alias, data)
+            answer = self.object_servers.finish(started, self.cost.outputs, self.new_spool, on_frame)
+            if answer.status != 200:
+                answer = Answer(answer.status, f"node {inst.name!r}: {answer.reason}")
+            result = self.take_reply(result, answer, started.node)
+        for target in inst.targets:
+            feeds[target].source_ended(inst.name, [alias for output in wiring.outputs.get(inst.name, ())
+                                                   for t, alias in wiring.routes[inst.name, output]
+                                                   if t == target])
+        return result
 
     def plan(self, inst: jobs.Instance) -> Plan:
         """The executor request for one instance (protocol.py), and its payloads."""
@@ -339,12 +471,8 @@ class JobRun:
     def execute(self, inst: jobs.Instance, plan: Plan, fed: Fed) -> Result:
         payloads: list[Piece] = list(plan.payloads)
         inputs = list(plan.request.inputs)
-        # A source's whole stdout goes to a target that is one instance (as
-        # zerolab always did); to one of many it would be sent to each: they
-        # get their own /dev/out partitions only.
-        whole_stdout = inst.node.count == 1 and inst.node.wildcard_device is None
         for source in inst.sources:
-            if whole_stdout:
+            if inst.takes_whole_stdout:
                 payloads.append(fed.get((source, None), b""))
                 inputs.append(protocol.InputChannel(jobs.CONNECT_PREFIX + source, payload=len(payloads) - 1))
             payloads.append(fed.get((source, inst.name), b""))
@@ -406,35 +534,51 @@ class JobRun:
         """The instance sent to the first of the route's servers that runs
         it (the next one when a server has no copy of its object or no free
         slot): its result, and that server (None: none ran it)."""
-        result = Result(inst)
         headers = dict(route.headers, **{"Content-Length": str(sum(map(len, pieces)))})
-        last = (503, f"node {inst.name!r}: no object server could run it")
+        answer, node = self.first_to_take(inst, plan, route, lambda node: self.object_servers.send(
+            node, route.partition, route.path, headers, pieces, self.cost.outputs, self.new_spool))
+        result = self.take_reply(Result(inst), answer, node)
+        return result, node if result.report is not None else None
+
+    def first_to_take(self, inst: jobs.Instance, plan: Plan, route: Route,
+                      send: Callable[[RingNode], Answer]) -> tuple[Answer, RingNode | None]:
+        """``send`` to the route's servers in turn until one takes the
+        instance (a 200): its answer and that server, or the last refusal
+        and None."""
+        last = Answer(503, f"node {inst.name!r}: no object server could run it")
         for node in route.nodes:
-            answer = self.object_servers.send(node, route.partition, route.path, headers, pieces,
-                                              self.cost.outputs, self.new_spool)
-            if answer.reply is not None:   # a 200, spooled
-                spooled = answer.reply
-                try:
-                    reply = protocol.RunReply.from_wire(spooled.header)
-                except protocol.ProtocolError as e:
-                    self.cost.outputs.give_back(spooled.taken)
-                    spooled.spool.close()
-                    return result.fail(503, f"node {inst.name!r}: bad reply from {node['ip']}: {e}"), None
-                self.spools.append(spooled.spool)
-                result.spool, result.taken = spooled.spool, spooled.taken
-                result.report = reply.report
-                result.outputs = dict(zip(reply.outputs, spooled.payloads))
-                result.colocated = answer.colocated
-                status = exit_status.http_status(reply.report.exit_code)
-                if status != 200:
-                    result.fail(status, f"node {inst.name!r}: {reply.report.exit_state}")
-                return result, node
-            last = (answer.status, f"node {inst.name!r}: {answer.reason}")
+            answer = send(node)
+            if answer.status == 200:
+                return answer, node
+            last = Answer(answer.status, f"node {inst.name!r}: {answer.reason}")
             if answer.final or answer.status not in TRY_NEXT_REPLICA:
                 break
-        if last[0] == 404 and plan.local is not None:
-            last = (404, f"node {inst.name!r}: {plan.local.path} not found on any replica")
-        return result.fail(*last), None
+        if last.status == 404 and plan.local is not None:
+            last = Answer(404, f"node {inst.name!r}: {plan.local.path} not found on any replica")
+        return last, None
+
+    def take_reply(self, result: Result, answer: Answer, node: RingNode | None) -> Result:
+        """An object server's answer as the instance's result: its report
+        and spooled outputs, its status from the report's exit code."""
+        inst = result.inst
+        spooled = answer.reply
+        if node is None or spooled is None:
+            return result.fail(answer.status, answer.reason)
+        try:
+            reply = protocol.RunReply.from_wire(spooled.header)
+        except protocol.ProtocolError as e:
+            self.cost.outputs.give_back(spooled.taken)
+            spooled.spool.close()
+            return result.fail(503, f"node {inst.name!r}: bad reply from {node['ip']}: {e}")
+        self.spools.append(spooled.spool)
+        result.spool, result.taken = spooled.spool, spooled.taken
+        result.report = reply.report
+        result.outputs = dict(zip(reply.outputs, spooled.payloads))
+        result.colocated = answer.colocated
+        status = exit_status.http_status(reply.report.exit_code)
+        if status != 200:
+            result.fail(status, f"node {inst.name!r}: {reply.report.exit_state}")
+        return result
 
     def new_spool(self) -> Spool:
         return Spool(self.config.spool_dir)

@@ -317,6 +317,13 @@ class Instance:
                 return d
         return None
 
+    @property
+    def takes_whole_stdout(self) -> bool:
+        """Whether each source's whole stdout comes to it (/dev/in-<source>):
+        only to a target that is one instance; one of many would each get
+        the same, so they get their own /dev/out partitions only."""
+        return self.node.count == 1 and self.node.wildcard_device is None
+
     def readable(self) -> list[Device]:
         return [d for d in self.devices if d.name in READABLE]
 

@@ -250,20 +250,24 @@ class ObjectQueryMiddleware:
 
 
     def copy_streams(self, body: BinaryStream, sock: socket.socket, most: int) -> None:
-        """The request's frames to the daemon as they come, up to ``most``
-        bytes; past that (or when the body breaks off) the daemon's side is
-        shut, and the node fails on its streams' missing end."""
+        """The request's frames to the daemon one at a time, as each comes
+        (read by its own length: a read of a fixed size would wait for more
+        of a chunked body than a frame), up to ``most`` bytes; past that, at
+        a bad frame, or when the body breaks off, the daemon's side is shut
+        and the node fails on its streams' missing end."""
         try:
             while True:
-                piece = body.read(PIECE)
-                if not piece:
+                head = body.read(protocol.STREAM_FRAME.size)
+                if len(head) < protocol.STREAM_FRAME.size:
                     break
-                if len(piece) > most:
+                _, length = protocol.parse_frame_header(head)
+                if protocol.STREAM_FRAME.size + length > most:
                     self.logger.error("zerocloud: a job's streams went over zerovm_maxrequest")
                     break
-                most -= len(piece)
-                sock.sendall(piece)
-        except (OSError, ValueError) as e:   # the proxy went away, or the run ended first
+                data = read_exact(body, length)
+                most -= protocol.STREAM_FRAME.size + length
+                sock.sendall(head + data)
+        except (OSError, ValueError, protocol.ProtocolError) as e:   # the proxy went away, or the run ended first
             self.logger.error(f"zerocloud: a job's streams stopped: {e}")
         try:
             sock.shutdown(socket.SHUT_WR)

@@ -26,6 +26,7 @@ DEFAULTS = {
     "zerovm_maxjoboutput": str(256 << 20),
     "zerovm_max_listing": "100000",
     "zerovm_concurrency": "8",
+    "zerovm_connect": "streamed",
     "zerovm_sysimage_devices": "",
     "zerovm_default_content_type": "application/octet-stream",
     "zerovm_spool_dir": "",
@@ -47,6 +48,7 @@ class ProxyConfig:
     max_job_output: int          # zerovm_maxjoboutput: bytes of one job's outputs together
     max_listing: int             # zerovm_max_listing: names a wildcard may scan
     concurrency: int             # zerovm_concurrency: instances of one stage at once
+    connect: str                 # zerovm_connect: streamed or staged (connect_streams.py)
     conn_timeout: float          # seconds to connect to an object server
     sysimages: frozenset[str]    # zerovm_sysimage_devices
     default_content_type: str    # zerovm_default_content_type, for outputs without one
@@ -68,6 +70,7 @@ class ProxyConfig:
             max_job_output=int(conf["zerovm_maxjoboutput"]),
             max_listing=int(conf["zerovm_max_listing"]),
             concurrency=int(conf["zerovm_concurrency"]),
+            connect=conf["zerovm_connect"].strip(),
             conn_timeout=float(conf["conn_timeout"]),
             sysimages=frozenset(conf["zerovm_sysimage_devices"].split()),
             default_content_type=conf["zerovm_default_content_type"],
@@ -78,6 +81,8 @@ class ProxyConfig:
         for option in ("zerovm_maxjobinput", "zerovm_maxjoboutput", "zerovm_max_listing"):
             if int(conf[option]) < 1:
                 raise ValueError(f"{option} must be a positive number (got {conf[option]})")
+        if config.connect not in ("streamed", "staged"):
+            raise ValueError(f"zerovm_connect must be streamed or staged (got {config.connect!r})")
         if config.spool_dir is not None and not os.path.isdir(config.spool_dir):
             raise ValueError(f"zerovm_spool_dir {config.spool_dir} is not a directory")
         return config

@@ -88,6 +88,21 @@ class Answer:
     colocated: str = "0"
     reply: SpooledReply | None = None
     final: bool = False
+    started: Started | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """An instance with streams that an object server took: its reply read
+    up to the Streaming header, its stream frames and final reply still to
+    come (ObjectServerClient.finish), and, for one with stream inputs, the
+    socket its request goes on through in chunks."""
+
+    node: RingNode
+    conn: Any
+    sock: Any
+    resp: Any
+    colocated: str
 
 
 # A payload of a request: bytes held here, or an output in a spool.
@@ -176,6 +191,18 @@ class BudgetedReader:
         return b"".join(pieces)
 
 
+def chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP body (b"": the body's end)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def read_exact(resp: Any, n: int) -> bytes:
+    data: bytes = resp.read(n)
+    if len(data) != n:
+        raise protocol.ProtocolError("connection closed in the middle of a message")
+    return data
+
+
 def spool_reply(resp: Any, budget: jobs.Budget, spool: Spool) -> SpooledReply:
     """An object server's reply read into ``spool`` as it streams in, each
     piece counted against the job's output budget (JobError 413 when it runs
@@ -251,3 +278,63 @@ class ObjectServerClient:
             return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
         except (Exception, Timeout) as e:
             return Answer(503, f"object server {where} failed: {e}")
+
+    def start(self, node: RingNode, partition: int, path: str, headers: Mapping[str, str],
+              pieces: Sequence[Piece], chunked: bool) -> Answer:
+        """An EXECUTE of an instance with streams, up to the moment the object
+        server's executor took it (its Streaming header): then ``started``
+        holds what ObjectServerClient.finish reads.  With ``chunked`` (it has
+        stream inputs) the request goes in chunks, its streams' frames after
+        these pieces, and its body ends only when they have.  Another status
+        is the first line or so of its body."""
+        where = f"{node['ip']}:{node['port']}/{node['device']}"
+        try:
+            with ConnectionTimeout(self.config.conn_timeout):
+                conn = http_connect(node["ip"], node["port"], node["device"], partition, EXECUTE,
+                                    path, headers=dict(headers))
+            # Kept here: http.client may let go of it once the response began.
+            sock = conn.sock
+            with Timeout(self.config.timeout + 30):
+                for piece in pieces:
+                    for part in [piece] if isinstance(piece, bytes) else piece.pieces(REPLY_PIECE):
+                        sock.sendall(chunk(part) if chunked else part)
+                resp = conn.getresponse()
+                if resp.status != 200:
+                    return Answer(resp.status, one_line(resp.read(ERROR_BODY).decode("utf-8", "replace")))
+                (size,) = struct.unpack("!I", read_exact(resp, 4))
+                if size > protocol.MAX_HEADER:
+                    raise protocol.ProtocolError(f"header of {size} bytes is too large")
+                reply = protocol.parse_reply(protocol.parse_header(read_exact(resp, size)))
+                if not isinstance(reply, protocol.Streaming):
+                    raise protocol.ProtocolError(f"a request with streams was answered {reply.status!r}")
+            colocated = resp.getheader("X-Nexe-Colocated") or "0"
+            return Answer(200, colocated=colocated, started=Started(node, conn, sock, resp, colocated))
+        except protocol.ProtocolError as e:
+            return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
+        except (Exception, Timeout) as e:
+            return Answer(503, f"object server {where} failed: {e}")
+
+    def finish(self, started: Started, outputs: jobs.Budget, spool: Callable[[], Spool],
+               on_frame: Callable[[int, bytes], None]) -> Answer:
+        """The rest of a started instance's reply: each frame of its stream
+        outputs handed to ``on_frame`` (number, data; b"" ends a stream) as
+        it comes, then its reply, spooled as send's."""
+        try:
+            with Timeout(self.config.timeout + 30):
+                while True:
+                    number, length = protocol.parse_frame_header(
+                        read_exact(started.resp, protocol.STREAM_FRAME.size))
+                    if number == protocol.END_OF_STREAMS:
+                        break
+                    on_frame(number, read_exact(started.resp, length) if length else b"")
+                reply = spool_reply(started.resp, outputs, spool())
+            return Answer(200, colocated=started.colocated, reply=reply)
+        except JobError as e:
+            return Answer(e.status, e.reason)
+        except protocol.ProtocolError as e:
+            return Answer(503, f"bad reply from {started.node['ip']}: {e}", final=True)
+        except (Exception, Timeout) as e:
+            where = f"{started.node['ip']}:{started.node['port']}/{started.node['device']}"
+            return Answer(503, f"object server {where} failed: {e}")
+        finally:
+            started.conn.close()

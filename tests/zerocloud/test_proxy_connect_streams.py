@@ -1,0 +1,169 @@
+"""connect, streamed (connect_streams.py): the same jobs run with
+zerovm_connect = streamed and = staged against the fake object servers of
+test_proxy_filter.py, whose streamed runs take their stream inputs' frames
+as payloads (and fail when a stream did not end), so that one fake guest
+answers both ways.  The lab's swift tests run the real thing."""
+
+import collections
+import json
+
+import pytest
+
+from zerolab.zerocloud import protocol
+
+from .test_proxy_filter import OK_REPORT, make_cluster, one_line_reason, post, ran, timed_out
+
+TEXTS = {"/v1/a/texts/one.txt": b"apple pear apple\n", "/v1/a/texts/two.txt": b"pear fig\nkiwi apple\n",
+         "/v1/a/texts/three.txt": b"fig fig plum\n"}
+
+
+def mapreduce(reducers=2, **extra):
+    return [{"name": "map", "exec": {"path": "file://python:python", "args": "map"},
+             "devices": [{"name": "stdin", "path": "swift://a/texts/*.txt"}], "connect": ["red"], **extra},
+            {"name": "red", "exec": {"path": "file://python:python", "args": "reduce"}, "count": reducers,
+             "devices": [{"name": "stdout"}]}]
+
+
+def wordcount(servers):
+    """A fake guest of either kind: a mapper splits its object's words over
+    its /dev/out/<reducer> by their length; a reducer counts what its
+    /dev/in/<mapper> (and /dev/in-<mapper>) bring."""
+    return lambda ip, request, payloads: count_words(request, payloads, TEXTS.get("/v1" + servers.current["path"]))
+
+
+def count_words(request, payloads, text):
+    outputs = [o.alias for o in request.outputs]
+    inputs = {i.alias: payloads[i.payload] for i in request.inputs if i.payload is not None}
+    if request.args[1] == "map":
+        targets = sorted(a for a in outputs if a.startswith("/dev/out/"))
+        words = text.split()
+        data = {t: b" ".join(w for w in words if len(w) % len(targets) == n) for n, t in enumerate(targets)}
+        data["/dev/stdout"] = b"%d words\n" % len(words)
+    else:
+        counts = collections.Counter(w.decode() for alias, text in inputs.items()
+                                     if alias.startswith("/dev/in/") for w in text.split())
+        stdouts = [text.decode() for alias, text in sorted(inputs.items()) if alias.startswith("/dev/in-")]
+        data = {"/dev/stdout": json.dumps({"counts": dict(sorted(counts.items())), "stdouts": stdouts}).encode()
+                + b"\n"}
+    return 200, protocol.pack(protocol.RunReply(OK_REPORT, tuple(outputs)).to_wire(),
+                              [data.get(a, b"") for a in outputs]), {"X-Nexe-Colocated": "c0c0"}
+
+
+def run(zc, monkeypatch, job, answer=None, headers=None, **conf):
+    cluster = make_cluster(zc, monkeypatch)
+    cluster.swift.objects.update(TEXTS)
+    cluster.servers.answer = answer(cluster.servers) if answer is not None else wordcount(cluster.servers)
+    status, got, data = post(cluster.filter(**dict({"zerovm_connect": "streamed"}, **conf)), job, headers=headers)
+    return cluster, status, got, data
+
+
+COMPARED = ("X-Nexe-System", "X-Nexe-Status", "X-Nexe-Retcode", "X-Nexe-Validation", "X-Nexe-Etag", "X-Nexe-Error",
+            "Etag")
+
+
+@pytest.mark.parametrize("reducers", [1, 2, 3])
+def test_a_streamed_mapreduce_answers_what_the_staged_one_does(zc, monkeypatch, reducers):
+    _, status, staged, body = run(zc, monkeypatch, mapreduce(reducers), zerovm_connect="staged")
+    cluster, got, streamed, data = run(zc, monkeypatch, mapreduce(reducers))
+    assert (status, got) == (200, 200), data
+    assert data == body
+    counts: collections.Counter[str] = collections.Counter()
+    for line in data.splitlines():
+        counts.update(json.loads(line)["counts"])
+    if reducers == 1:   # and each mapper's whole stdout
+        assert json.loads(data)["stdouts"] == ["3 words\n", "3 words\n", "4 words\n"]
+    assert counts == collections.Counter(b" ".join(TEXTS.values()).decode().split())   # nothing lost
+    assert {h: streamed.get(h) for h in COMPARED} == {h: staged.get(h) for h in COMPARED}
+    assert staged["X-Zerolab-Connect"] == "staged: zerovm_connect = staged"
+    assert streamed["X-Zerolab-Connect"] == "streamed"
+    for execute in cluster.servers.executes:
+        sent = execute["streamed"]
+        assert all(o.stream for o in sent.outputs if o.alias.startswith("/dev/out/"))
+        if sent.args[1] == "reduce":
+            assert execute["headers"]["Transfer-Encoding"] == "chunked"
+            maps = [f"map-{n}" for n in (1, 2, 3)]
+            # One reducer takes each mapper's whole stdout too, as staged.
+            wanted = [f"/dev/in/{m}" for m in maps] + ([f"/dev/in-{m}" for m in maps] if reducers == 1 else [])
+            assert sorted(sent.stream_inputs) == sorted(wanted)
+        else:
+            assert "Transfer-Encoding" not in execute["headers"] and not sent.stream_inputs
+            assert (("/dev/stdout" in sent.stream_outputs) == (reducers == 1))
+
+
+def test_the_streamed_run_starts_every_instance_before_any_reply_is_read(zc, monkeypatch):
+    cluster, status, headers, data = run(zc, monkeypatch, mapreduce(2))
+    assert status == 200, data
+    # Targets first, so they take their requests before their sources' first frames.
+    assert [e["streamed"].args[0] for e in cluster.servers.executes] == ["red-2", "red-1", "map-3", "map-2", "map-1"]
+
+
+def test_a_stopped_mapper_drops_what_its_reducers_returned(zc, monkeypatch):
+    def second_times_out(servers):
+        return lambda ip, request, payloads: (timed_out if request.args[0] == "map-2" else wordcount(servers))(
+            ip, request, payloads)
+    _, status, staged, body = run(zc, monkeypatch, mapreduce(2), second_times_out, zerovm_connect="staged")
+    _, got, streamed, data = run(zc, monkeypatch, mapreduce(2), second_times_out)
+    assert (status, got) == (200, 200)
+    assert data == body == b""   # the reducers' outputs read a stopped mapper's partial one
+    assert streamed["X-Nexe-Status"] == ("ok,timeout: ran longer than 10 s,ok,"
+                                         "dropped: node 'map-2' was stopped,dropped: node 'map-2' was stopped")
+    assert staged["X-Nexe-Status"] == ("ok,timeout: ran longer than 10 s,ok,"
+                                       "not run: node 'map-2' was stopped,not run: node 'map-2' was stopped")
+    assert streamed["X-Nexe-Error"] == staged["X-Nexe-Error"] == "node 'map-2': timeout: ran longer than 10 s"
+
+
+def test_a_mapper_no_server_takes_ends_its_streams_and_is_the_jobs_answer(zc, monkeypatch):
+    cluster = make_cluster(zc, monkeypatch)
+    cluster.swift.objects.update(TEXTS)
+    cluster.servers.answer = wordcount(cluster.servers)
+    cluster.servers.refuse = lambda ip, request: ((429, b"too many jobs: 4 running\n", {})
+                                                  if request.args[0] == "map-1" else None)
+    status, headers, data = post(cluster.filter(zerovm_connect="streamed"), mapreduce(2))
+    assert status == 429
+    assert one_line_reason(data) == "node 'map-1': too many jobs: 4 running"
+    assert headers["X-Zerolab-Connect"] == "streamed"
+    # Both replicas asked for map-1; each reducer ran to its end on what the others sent.
+    assert [e["request"].args[0] for e in cluster.servers.executes].count("map-1") == 2
+    reducers = [e for e in cluster.servers.executes if e["request"].args[1] == "reduce"]
+    assert [sorted(i.alias for i in e["request"].inputs if i.payload is not None) for e in reducers] == \
+        [["/dev/in/map-1", "/dev/in/map-2", "/dev/in/map-3"]] * 2
+    assert all(e["payloads"][0] == b"" for e in reducers)   # map-1's, ended without a frame
+
+
+@pytest.mark.parametrize("job, conf, headers, reason", [
+    (mapreduce(2), {"zerovm_concurrency": 4}, None, "its 5 instances are more than zerovm_concurrency (4)"),
+    (mapreduce(2, replicate=2), {}, None, "node 'map' is replicated"),
+    ([dict(mapreduce(2)[0], devices=[{"name": "stdin", "path": "swift://a/texts/*.txt"}, {"name": "stdout"}]),
+      mapreduce(2)[1]], {}, None, "node 'map' keeps the stdout it connects"),
+    (mapreduce(2), {}, {"X-Zerolab-Connect": "staged"}, "asked for"),
+    (mapreduce(2), {"zerovm_connect": "staged"}, None, "zerovm_connect = staged"),
+])
+def test_a_job_that_cannot_stream_runs_staged_and_says_why(zc, monkeypatch, job, conf, headers, reason):
+    cluster, status, got, data = run(zc, monkeypatch, job, lambda servers: ran(), headers=headers, **conf)
+    assert status == 200, data
+    assert got["X-Zerolab-Connect"] == f"staged: {reason}"
+    assert not any(e["request"].streaming for e in cluster.servers.executes)
+
+
+def test_a_job_without_connect_says_nothing_of_it(zc, monkeypatch):
+    _, status, got, data = run(zc, monkeypatch, [mapreduce(1)[1]], lambda servers: ran())
+    assert status == 200 and "X-Zerolab-Connect" not in got
+
+
+def test_a_job_may_ask_for_streamed_where_the_filter_stages(zc, monkeypatch):
+    _, status, got, data = run(zc, monkeypatch, mapreduce(2), headers={"X-Zerolab-Connect": "streamed"},
+                               zerovm_connect="staged")
+    assert (status, got["X-Zerolab-Connect"]) == (200, "streamed"), data
+
+
+@pytest.mark.parametrize("value", ["", "Streamed", "stream", "staged; x", "a" * 300])
+def test_an_unknown_connect_mode_is_400(zc, monkeypatch, value):
+    cluster, status, got, data = run(zc, monkeypatch, mapreduce(2), headers={"X-Zerolab-Connect": value})
+    assert status == 400
+    assert one_line_reason(data).startswith("X-Zerolab-Connect must be streamed or staged")
+    assert cluster.servers.executes == []
+
+
+def test_an_unknown_zerovm_connect_stops_the_filter(zc, monkeypatch):
+    with pytest.raises(ValueError, match="zerovm_connect must be streamed or staged"):
+        make_cluster(zc, monkeypatch).filter(zerovm_connect="fast")
