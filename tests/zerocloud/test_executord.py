@@ -131,6 +131,15 @@ def test_slots_refuse_beyond_pool_and_queue():
     assert slots.running == 1 and slots.waiting == 0
 
 
+def test_a_slot_taken_without_waiting_is_refused_while_the_pool_is_full():
+    slots = executord.Slots(pool=1, queue=4)
+    assert slots.acquire(wait=False)          # a free slot: taken
+    assert not slots.acquire(wait=False)      # the queue has room, but this one does not wait
+    assert slots.waiting == 0
+    slots.release()
+    assert slots.acquire(wait=False)
+
+
 # ------------------------------------------------------------ isolation
 def ping(path):
     return call(path, {"op": "ping"})[0]

@@ -112,15 +112,35 @@ def test_a_stopped_mapper_drops_what_its_reducers_returned(zc, monkeypatch):
     assert streamed["X-Nexe-Error"] == staged["X-Nexe-Error"] == "node 'map-2': timeout: ran longer than 10 s"
 
 
-def test_a_mapper_no_server_takes_ends_its_streams_and_is_the_jobs_answer(zc, monkeypatch):
+def streamed_runs_refused(zc, monkeypatch, refusal, who="map-1"):
+    """The MapReduce, where every server refuses ``who``'s streamed run with ``refusal``."""
     cluster = make_cluster(zc, monkeypatch)
     cluster.swift.objects.update(TEXTS)
     cluster.servers.answer = wordcount(cluster.servers)
-    cluster.servers.refuse = lambda ip, request: ((429, b"too many jobs: 4 running\n", {})
-                                                  if request.args[0] == "map-1" else None)
-    status, headers, data = post(cluster.filter(zerovm_connect="streamed"), mapreduce(2))
-    assert status == 429
-    assert one_line_reason(data) == "node 'map-1': too many jobs: 4 running"
+    cluster.servers.refuse = lambda ip, request: refusal if request.args[0] == who else None
+    return (cluster, *post(cluster.filter(zerovm_connect="streamed"), mapreduce(2)))
+
+
+def test_a_node_no_executor_starts_at_once_sends_the_job_staged(zc, monkeypatch):
+    cluster, status, headers, data = streamed_runs_refused(
+        zc, monkeypatch, (429, b"too many jobs: 4 jobs running on this node; a job with streams does not wait\n", {}))
+    assert status == 200, data
+    assert headers["X-Zerolab-Connect"] == ("staged: not every node could start at once (node 'map-1': too many "
+                                            "jobs: 4 jobs running on this node; a job with streams does not wait)")
+    _, _, staged, body = run(zc, monkeypatch, mapreduce(2), zerovm_connect="staged")
+    assert data == body
+    tried, staged_run = cluster.servers.executes[:6], cluster.servers.executes[6:]
+    # Four started and map-1 refused by both replicas: each hung up on, none read on.
+    assert sorted(e["request"].args[0] for e in tried) == ["map-1", "map-1", "map-2", "map-3", "red-1", "red-2"]
+    assert all(e["request"].streaming and "streamed" not in e and e["conn"].closed for e in tried)
+    assert [e["request"].args[0] for e in staged_run] == ["map-1", "map-2", "map-3", "red-1", "red-2"]
+    assert not any(e["request"].streaming for e in staged_run)
+
+
+def test_a_node_whose_object_is_missing_is_the_jobs_answer_streamed_or_not(zc, monkeypatch):
+    cluster, status, headers, data = streamed_runs_refused(zc, monkeypatch, (404, b"not found\n", {}))
+    assert status == 404
+    assert one_line_reason(data) == "node 'map-1': swift://a/texts/one.txt not found on any replica"
     assert headers["X-Zerolab-Connect"] == "streamed"
     # Both replicas asked for map-1; each reducer ran to its end on what the others sent.
     assert [e["request"].args[0] for e in cluster.servers.executes].count("map-1") == 2

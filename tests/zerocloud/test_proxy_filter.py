@@ -181,7 +181,7 @@ class ObjectServers:
                 request = protocol.RunRequest.from_wire(header)
                 servers.log.append(("EXECUTE", path))
                 record = {"ip": ip, "device": device, "partition": partition, "method": method, "path": path,
-                          "headers": headers, "request": request, "payloads": payloads}
+                          "headers": headers, "request": request, "payloads": payloads, "conn": self}
                 servers.executes.append(record)
                 servers.current = record
                 refused = servers.refuse(ip, request) if servers.refuse is not None else None
@@ -237,6 +237,9 @@ class StreamedRun:
 
     def getheader(self, name):
         return self.headers.get(name)
+
+    def close(self):
+        self.closed = True
 
     def read(self, n):
         if not self.data and not self.ran:

@@ -96,6 +96,23 @@ def test_bytes_go_through_a_running_node_before_its_input_ends(daemon, guests):
     assert "/dev/stdout " in reply.report.etag
 
 
+def test_a_job_with_streams_is_refused_at_once_when_every_worker_is_running(daemon, guests):
+    # The others of its job may be what holds the workers: it must not wait for one.
+    running = [Client(daemon, *cat(guests)) for _ in range(2)]
+    try:
+        assert all(isinstance(c.first(), protocol.Streaming) for c in running)
+        refused = Client(daemon, *cat(guests))
+        reply = refused.first()
+        refused.close()
+        assert isinstance(reply, protocol.Refusal) and reply.status == "busy"
+        assert reply.reason == "2 jobs running on this node; a job with streams does not wait"
+    finally:
+        for c in running:
+            c.send(0)
+            c.frames_until_end()
+            c.close()
+
+
 def test_streams_are_read_in_the_guests_order_whatever_order_they_come_in(daemon, guests):
     # The reducer reads /dev/in-map-1 first; map-2's data, all of it, comes first.
     header = {"op": "run", "program": {"payload": 0}, "args": ["reduce", "-r"], "timeout": 10,

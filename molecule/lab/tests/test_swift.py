@@ -119,9 +119,9 @@ def request(host, *args, **kw):
     return batch(host, [req(*args, **kw)])[0]
 
 
-def job(nodes, **kw):
+def job(nodes, headers=None, **kw):
     return req("POST", "", json.dumps(nodes).encode(),
-               {"X-Zerovm-Execute": "1.0", "Content-Type": "application/json"}, **kw)
+               {"X-Zerovm-Execute": "1.0", "Content-Type": "application/json", **(headers or {})}, **kw)
 
 
 def local_wordcount(texts):
@@ -371,6 +371,16 @@ print(''.join(f'{w} {n}\\n' for w, n in sorted(total.items())), end='')
 """
 
 
+# The parts part-2*.txt: part-2 and part-20 to part-23.
+FEW = [2, 20, 21, 22, 23]
+MAPREDUCE_FEW = [
+    {"name": "map", "exec": {"path": "file://python:python", "args": ["-c", PARTITION_PY]},
+     "devices": [{"name": "stdin", "path": "swift://./zc/part-2*.txt"}], "connect": ["red"]},
+    {"name": "red", "exec": {"path": "file://python:python", "args": ["-c", SUM_PY]}, "count": 2,
+     "devices": [{"name": "stdout"}]},
+]
+
+
 def smoke_app(script=b"import sys\nsys.stdout.write('hello')\n"):
     """The tarball of ZeroCloud's smoketest: main.py, and boot/system.map running it."""
     system_map = [{"name": "example", "exec": {"path": "file://python:python", "args": "main.py"},
@@ -447,6 +457,9 @@ SCENARIOS = {
         {"name": "red", "exec": {"path": "file://python:python", "args": ["-c", SUM_PY]}, "count": 2,
          "devices": [{"name": "stdout"}]},
     ])],
+    # The same on 5 parts (7 nodes, within zerovm_concurrency), connect
+    # streamed (the filter's default), then asked for staged.
+    "mapreduce streamed": [job(MAPREDUCE_FEW), job(MAPREDUCE_FEW, {"X-Zerolab-Connect": "staged"})],
     # ZeroCloud's own vagrant smoketest, replayed: a tarball POSTed, a job
     # description whose image device is a stored tarball, and a GET with
     # open/1.0 of a JSON object its account has a template for.  The one
@@ -644,6 +657,18 @@ def test_mapreduce_through_dev_out_to_two_reducers_equals_local_count(replies):
     lines = r.body.decode().splitlines()
     assert sorted(lines) == local_wordcount(TEXTS).decode().splitlines()
     assert len(lines) == len(set(w.split()[0] for w in lines))   # each word counted by one reducer
+
+
+def test_a_streamed_mapreduce_answers_as_the_staged_one_and_the_local_count(replies):
+    streamed, staged = replies["mapreduce streamed"]
+    assert (streamed.status, staged.status) == (200, 200), (streamed, staged)
+    assert streamed.headers["x-zerolab-connect"] == "streamed", streamed.headers
+    assert staged.headers["x-zerolab-connect"] == "staged: asked for", staged.headers
+    assert streamed.headers["x-nexe-system"] == "map-1,map-2,map-3,map-4,map-5,red-1,red-2"
+    assert set(streamed.headers["x-nexe-status"].split(",")) == {"ok"}, streamed.headers
+    assert streamed.body == staged.body
+    assert sorted(streamed.body.decode().splitlines()) == \
+        local_wordcount([TEXTS[i] for i in FEW]).decode().splitlines()
 
 
 def test_zerocloud_smoketest_replayed(replies):

@@ -42,13 +42,17 @@ from . import job as jobs
 from .connect_streams import CONNECT_HEADER, TargetFeed, Wiring
 from .job import JobError, SwiftPath
 from .proxy_config import ProxyConfig
-from .response import Result, Segment, Spool, close_spools, job_response
+from .response import Result, Segment, Spool, close_spools, header_value, job_response
 from .routing import Answer, ObjectServerClient, Piece, ReplicaRouter, RingNode, Route, Started
 from .subrequests import CallerSubrequests, JobCost, Program, etag_of, refuse_unless_plain
 
 # Statuses after which another replica may have the object or a free slot;
 # anything else is final.
 TRY_NEXT_REPLICA = (404, 503, 507, 429)
+# Statuses of a streamed instance that no server started which the same job
+# run staged may not meet: every executor was busy (a job with streams does
+# not wait for a slot), or no object server answered.
+STAGE_WHEN_UNSTARTED = (429, 503)
 
 
 T = TypeVar("T", covariant=True)
@@ -151,9 +155,9 @@ class JobRun:
             checks.append(spawn(self.check_stage, stage, plans, checks[-1] if checks else None))
         if staged_because == "":
             streamed = self.run_streamed(stages, plans, checks)
-            if streamed is not None:
+            if not isinstance(streamed, str):
                 return self.answer(streamed, started, "streamed")
-            staged_because = "a program changed while the job ran"
+            staged_because = streamed
         results: list[Result] = []
         # What connect feeds on: (source, None) -> its stdout, (source, target) -> its /dev/out/<target>.
         fed: Fed = {}
@@ -191,7 +195,7 @@ class JobRun:
     def answer(self, results: list[Result], started: float, mode: str | None) -> Response:
         resp = job_response(results, started, self.spools)
         if mode is not None:
-            resp.headers[CONNECT_HEADER] = mode
+            resp.headers[CONNECT_HEADER] = header_value(mode)
         return resp
 
     def connect_mode(self, stages: list[list[jobs.Instance]]) -> str | None:
@@ -208,7 +212,7 @@ class JobRun:
         return connect_streams.why_staged(stages, self.config.concurrency) or ""
 
     def run_streamed(self, stages: list[list[jobs.Instance]], plans: dict[str, Plan],
-                     checks: list[Pending[list[Verdict]]]) -> list[Result] | None:
+                     checks: list[Pending[list[Verdict]]]) -> list[Result] | str:
         """Every instance at once, connect's channels streamed between them
         (connect_streams.py): started last stage first, so that a target
         takes its request before its sources' first frames; then every
@@ -216,24 +220,32 @@ class JobRun:
         targets as they come.  The results then stand as a staged run's
         would: the HEADs' verdicts, then stage by stage, a failure ending
         the job and a stopped node dropping what came after it, since that
-        read its stopped output.  None: a program changed while the job
-        ran, and nothing it returned is kept (the caller runs it staged)."""
+        read its stopped output.  A string: why nothing of this run is kept
+        and the job runs staged (an instance found no free executor at once,
+        or a program changed while it ran)."""
         instances = [inst for stage in stages for inst in stage]
         wiring = connect_streams.wire(instances)
         feeds = {inst.name: TargetFeed(wiring.inputs[inst.name], inst.sources)
                  for inst in instances if inst.name in wiring.inputs}
         pool = GreenPool(len(instances))
-        started = dict(pool.imap(lambda inst: (inst.name, self.start(inst, plans[inst.name], wiring)),
-                                 reversed(instances)))
+        launched = dict(pool.imap(lambda inst: (inst.name, self.start(inst, plans[inst.name], wiring)),
+                                  reversed(instances)))
+        unstarted = next((launch.result for launch in launched.values()
+                          if launch.started is None and launch.result.status in STAGE_WHEN_UNSTARTED), None)
+        if unstarted is not None:
+            for launch in launched.values():
+                if launch.started is not None:
+                    self.object_servers.abandon(launch.started)
+            return f"not every node could start at once ({unstarted.reason})"
         for name, feed in feeds.items():
-            taken = started[name].started
+            taken = launched[name].started
             feed.sock = taken.sock if taken is not None else None
-        results = list(pool.imap(lambda inst: self.finish(inst, started[inst.name], wiring, feeds), instances))
+        results = list(pool.imap(lambda inst: self.finish(inst, launched[inst.name], wiring, feeds), instances))
         verdicts = [verdict for checked in checks for verdict in checked.wait()]
         if any(verdict.changed is not None for verdict in verdicts):
             for result in results:
                 self.discard(result)
-            return None
+            return "a program changed while the job ran"
         for result, verdict in zip(results, verdicts):
             if verdict.refused is not None:
                 self.discard(result)

@@ -18,8 +18,9 @@ that says which (from the daemon, unless the worker had begun its reply: the
 client then sees that reply cut short), and every other job goes on.
 
 Capacity: ``maxpool`` workers, so at most that many jobs run at once;
-``maxqueue`` more may wait for one; beyond that a job is refused as busy (the
-filter answers 429) before its payloads are read.  systemd is told READY=1
+``maxqueue`` more may wait for one (a job with streams never waits: the
+other instances of its job may hold the slots); beyond that a job is refused
+as busy (the filter answers 429) before its payloads are read.  systemd is told READY=1
 once the socket listens and the workers are warm; with socket activation
 (``LISTEN_FDS``) the socket is systemd's and outlives a restart.
 """
@@ -66,10 +67,11 @@ class Slots:
         self.running = self.waiting = 0
         self.cond = threading.Condition()
 
-    def acquire(self) -> bool:
+    def acquire(self, wait: bool = True) -> bool:
+        """A slot, waiting in the queue for one if ``wait``; False: refused."""
         with self.cond:
             if self.running >= self.pool:
-                if self.waiting >= self.queue:
+                if not wait or self.waiting >= self.queue:
                     return False
                 self.waiting += 1
                 while self.running >= self.pool:
@@ -351,9 +353,12 @@ class Handler(socketserver.BaseRequestHandler):
                 self.reply(self.daemon.status())
                 return
             timeout = max(1, request.timeout if request.timeout is not None else 10)
-            if not self.daemon.slots.acquire():
-                self.reply(protocol.Refusal("busy", f"{self.daemon.slots.pool} jobs running and "
-                                                    f"{self.daemon.slots.queue} waiting on this node"))
+            # A job with streams runs beside the others of its job, which may
+            # hold the slots it would wait for: it starts now or not here.
+            if not self.daemon.slots.acquire(wait=not request.streaming):
+                self.reply(protocol.Refusal("busy", f"{self.daemon.slots.pool} jobs running on this node" + (
+                    "; a job with streams does not wait" if request.streaming else
+                    f" and {self.daemon.slots.queue} waiting")))
                 return
             try:
                 self.run(reader, request, timeout)

@@ -288,6 +288,7 @@ class ObjectServerClient:
         these pieces, and its body ends only when they have.  Another status
         is the first line or so of its body."""
         where = f"{node['ip']}:{node['port']}/{node['device']}"
+        conn = None
         try:
             with ConnectionTimeout(self.config.conn_timeout):
                 conn = http_connect(node["ip"], node["port"], node["device"], partition, EXECUTE,
@@ -300,7 +301,9 @@ class ObjectServerClient:
                         sock.sendall(chunk(part) if chunked else part)
                 resp = conn.getresponse()
                 if resp.status != 200:
-                    return Answer(resp.status, one_line(resp.read(ERROR_BODY).decode("utf-8", "replace")))
+                    reason = one_line(resp.read(ERROR_BODY).decode("utf-8", "replace"))
+                    conn.close()
+                    return Answer(resp.status, reason)
                 (size,) = struct.unpack("!I", read_exact(resp, 4))
                 if size > protocol.MAX_HEADER:
                     raise protocol.ProtocolError(f"header of {size} bytes is too large")
@@ -309,10 +312,22 @@ class ObjectServerClient:
                     raise protocol.ProtocolError(f"a request with streams was answered {reply.status!r}")
             colocated = resp.getheader("X-Nexe-Colocated") or "0"
             return Answer(200, colocated=colocated, started=Started(node, conn, sock, resp, colocated))
-        except protocol.ProtocolError as e:
-            return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
         except (Exception, Timeout) as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, protocol.ProtocolError):
+                return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
             return Answer(503, f"object server {where} failed: {e}")
+
+    def abandon(self, started: Started) -> None:
+        """Hangs up on a started instance: its streams break off, and its
+        node ends on its own (a stream input cut short fails it; a stream
+        output nobody reads holds it at most to its deadline)."""
+        for connection in (started.resp, started.conn, started.sock):
+            try:
+                connection.close()
+            except OSError:
+                pass
 
     def finish(self, started: Started, outputs: jobs.Budget, spool: Callable[[], Spool],
                on_frame: Callable[[int, bytes], None]) -> Answer:
