@@ -48,10 +48,20 @@ class Headers(dict):
         return super().get(key.title(), default)
 
 
+# The statuses swob.Response takes as a number (Debian 12's Swift): any
+# other needs its status line ("429 Too Many Requests"), or swob raises KeyError.
+SWOB_REASONS = {100, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 400, 401, 402, 403, 404, 405, 406, 408,
+                409, 410, 411, 412, 413, 414, 415, 416, 417, 422, 499, 500, 501, 502, 503, 504, 507}
+
+
 class FakeResponse:
     def __init__(self, status=200, body=b"", content_type=None, app_iter=None, headers=None):
-        self.status_int = status
-        self.status = f"{status} Fake"
+        if isinstance(status, int):
+            if status not in SWOB_REASONS:
+                raise KeyError(status)
+            self.status_int, self.status = status, f"{status} Fake"
+        else:
+            self.status_int, self.status = int(status.split(" ", 1)[0]), status
         self.headers = Headers(headers or {})
         self.body = body
         self.app_iter = app_iter

@@ -131,13 +131,15 @@ def test_slots_refuse_beyond_pool_and_queue():
     assert slots.running == 1 and slots.waiting == 0
 
 
-def test_a_slot_taken_without_waiting_is_refused_while_the_pool_is_full():
+def test_a_slot_waited_for_a_while_is_refused_when_none_is_given_back_meanwhile():
     slots = executord.Slots(pool=1, queue=4)
-    assert slots.acquire(wait=False)          # a free slot: taken
-    assert not slots.acquire(wait=False)      # the queue has room, but this one does not wait
-    assert slots.waiting == 0
-    slots.release()
-    assert slots.acquire(wait=False)
+    assert slots.acquire(0.01)                # a free slot: taken at once
+    t = time.monotonic()
+    assert not slots.acquire(0.2)             # the queue has room, but this one waits 0.2 s at most
+    assert time.monotonic() - t >= 0.2 and slots.waiting == 0
+    threading.Timer(0.1, slots.release).start()
+    assert slots.acquire(5)                   # one given back meanwhile: taken
+    assert slots.running == 1
 
 
 # ------------------------------------------------------------ isolation

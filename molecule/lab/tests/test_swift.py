@@ -93,12 +93,22 @@ def req(method, url, body=None, headers=None, user="test:tester", key="testing")
             "body": base64.b64encode(body).decode() if body is not None else None}
 
 
-def client_command(requests):
-    """The shell command that runs the requests in order on the node; it prints one JSON line."""
+# The most of one argument to the shell (Linux's MAX_ARG_STRLEN is 128 KiB).
+ARGUMENT = 64 * 1024
+
+
+def client_command(host, requests):
+    """The shell command that runs the requests in order on the node; it
+    prints one JSON line.  The requests go to a file on the node first, a
+    piece per command, since a batch is more than one argument may be."""
     payload = base64.b64encode(json.dumps(requests).encode()).decode()
+    path = f"/tmp/zerolab-requests-{time.monotonic_ns()}"
+    for at in range(0, len(payload), ARGUMENT):
+        wrote = host.run(f"printf %s {payload[at:at + ARGUMENT]} >> {path}")
+        assert wrote.rc == 0, wrote.stderr
     client = base64.b64encode(CLIENT.encode()).decode()
-    return (f"echo {payload} | base64 -d | python3 -c "
-            f"\"import base64; exec(base64.b64decode('{client}'))\"")
+    return (f"base64 -d < {path} | python3 -c "
+            f"\"import base64; exec(base64.b64decode('{client}'))\"; status=$?; rm -f {path}; exit $status")
 
 
 def replies_of(line):
@@ -110,7 +120,7 @@ def replies_of(line):
 
 def batch(host, requests):
     """Runs the requests in order on the node -> their Replies."""
-    out = host.run(client_command(requests))
+    out = host.run(client_command(host, requests))
     assert out.rc == 0, out.stderr
     return replies_of(out.stdout)
 
@@ -893,7 +903,7 @@ def hostile(host, storage, data):
               for name, wat in HOSTILE_WAT.items()]
     flat = setup + [r for name in HOSTILE for r in (HOSTILE[name], STILL_SERVES, NORMAL_JOB)] + [HEALTHCHECK]
     before = executors(storage)
-    out = host.run(client_command(flat))
+    out = host.run(client_command(host, flat))
     assert out.rc == 0, out.stderr
     got = replies_of(out.stdout)
     result = {"setup": got[:len(setup)], "healthcheck": got[-1], "before": before, "after": executors(storage)}

@@ -18,8 +18,9 @@ that says which (from the daemon, unless the worker had begun its reply: the
 client then sees that reply cut short), and every other job goes on.
 
 Capacity: ``maxpool`` workers, so at most that many jobs run at once;
-``maxqueue`` more may wait for one (a job with streams never waits: the
-other instances of its job may hold the slots); beyond that a job is refused
+``maxqueue`` more may wait for one (a job with streams at most
+STREAMS_SLOT_WAIT: the other instances of its own job may hold the slots);
+beyond that a job is refused
 as busy (the filter answers 429) before its payloads are read.  systemd is told READY=1
 once the socket listens and the workers are warm; with socket activation
 (``LISTEN_FDS``) the socket is systemd's and outlives a restart.
@@ -57,6 +58,10 @@ SD_LISTEN_FDS_START = 3
 # A worker writing its reply is past its job's deadline; this only catches one
 # that stopped (each write to the client has the worker's own CLIENT_TIMEOUT).
 REPLY_TIMEOUT = 600.0
+# The longest a job with streams waits for a slot: long enough for the jobs
+# of the last request to give theirs back, short enough that one waiting on
+# its own job's slots fails over soon.
+STREAMS_SLOT_WAIT = 2.0
 
 
 class Slots:
@@ -67,16 +72,19 @@ class Slots:
         self.running = self.waiting = 0
         self.cond = threading.Condition()
 
-    def acquire(self, wait: bool = True) -> bool:
-        """A slot, waiting in the queue for one if ``wait``; False: refused."""
+    def acquire(self, most: float | None = None) -> bool:
+        """A slot, waiting in the queue for one at most ``most`` seconds
+        (None: as long as it takes); False: refused."""
         with self.cond:
             if self.running >= self.pool:
-                if not wait or self.waiting >= self.queue:
+                if self.waiting >= self.queue:
                     return False
                 self.waiting += 1
-                while self.running >= self.pool:
-                    self.cond.wait()
-                self.waiting -= 1
+                try:
+                    if not self.cond.wait_for(lambda: self.running < self.pool, timeout=most):
+                        return False
+                finally:
+                    self.waiting -= 1
             self.running += 1
             return True
 
@@ -354,10 +362,11 @@ class Handler(socketserver.BaseRequestHandler):
                 return
             timeout = max(1, request.timeout if request.timeout is not None else 10)
             # A job with streams runs beside the others of its job, which may
-            # hold the slots it would wait for: it starts now or not here.
-            if not self.daemon.slots.acquire(wait=not request.streaming):
+            # hold the slots it would wait for: it waits only for a slot
+            # that is being given back, then goes elsewhere.
+            if not self.daemon.slots.acquire(STREAMS_SLOT_WAIT if request.streaming else None):
                 self.reply(protocol.Refusal("busy", f"{self.daemon.slots.pool} jobs running on this node" + (
-                    "; a job with streams does not wait" if request.streaming else
+                    f"; a job with streams waits {STREAMS_SLOT_WAIT:g} s at most" if request.streaming else
                     f" and {self.daemon.slots.queue} waiting")))
                 return
             try:

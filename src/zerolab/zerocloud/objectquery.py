@@ -42,6 +42,7 @@ from swift.common.utils import get_logger, split_path
 from swift.obj.diskfile import DiskFileError, DiskFileNotExist
 
 from . import protocol
+from .http_status import status_line
 
 EXECUTE = "EXECUTE"
 LOCAL_ALIAS_HEADER = "X-Zerocloud-Local-Alias"
@@ -76,7 +77,7 @@ ExecutorAnswer = tuple[protocol.RunReply, list[int], protocol.Reader, socket.soc
 
 
 def text(status: int, reason: str) -> Response:
-    return Response(status=status, body=(reason.rstrip("\n") + "\n").encode(),
+    return Response(status=status_line(status), body=(reason.rstrip("\n") + "\n").encode(),
                     content_type="text/plain")
 
 

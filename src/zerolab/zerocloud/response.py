@@ -33,6 +33,7 @@ from zerolab.sandbox import status as exit_status
 
 from . import job as jobs
 from . import protocol
+from .http_status import status_line
 
 STDERR_TAIL = 2000
 MAX_ETAG_ELEMENT = 512
@@ -47,7 +48,7 @@ def one_line(reason: str) -> str:
 
 
 def text(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
-    resp = Response(status=status, body=(reason.rstrip("\n") + "\n").encode(),
+    resp = Response(status=status_line(status), body=(reason.rstrip("\n") + "\n").encode(),
                     content_type="text/plain")
     for k, v in (headers or {}).items():
         resp.headers[k] = v
