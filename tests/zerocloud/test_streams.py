@@ -138,6 +138,30 @@ def test_streams_are_read_in_the_guests_order_whatever_order_they_come_in(daemon
     assert payloads == [b"a 1\nb 50002\n"]
 
 
+def test_a_request_that_ends_after_its_streams_did_is_read_to_the_end(daemon, guests):
+    # The object server shuts its side once the proxy's body has ended: the
+    # guest may not have read what came yet (here all of map-2's, waiting
+    # while it reads map-1).
+    header = {"op": "run", "program": {"payload": 0}, "args": ["reduce", "-r"], "timeout": 10,
+              "inputs": [{"alias": "/dev/in-map-1", "stream": True}, {"alias": "/dev/in-map-2", "stream": True}],
+              "outputs": [{"alias": "/dev/stdout", "limit": 1 << 20}]}
+    client = Client(daemon, header, [(guests / "wordcount.wasm").read_bytes()])
+    try:
+        assert client.first() == protocol.Streaming()
+        lines = b"x 1\n" * 100_000
+        for at in range(0, len(lines), 1 << 16):
+            client.send(1, lines[at:at + (1 << 16)])
+        client.send(1)
+        client.send(0, b"y 2\n")
+        client.send(0)
+        client.sock.shutdown(socket.SHUT_WR)
+        _, _, reply, payloads = client.frames_until_end()
+    finally:
+        client.close()
+    assert reply.report.exit_code == 0, reply
+    assert payloads == [b"x 100000\ny 2\n"]
+
+
 def test_a_stream_that_does_not_end_is_a_timeout_not_a_short_input(daemon, guests):
     client = Client(daemon, *cat(guests, timeout=1))
     try:

@@ -83,12 +83,14 @@ class StreamInputs:
                 held -= self.deliver(waiting, writers)
                 if not open_streams and not any(waiting):
                     return
-                if not connected:
+                # The client may be gone once every stream has ended: what
+                # came is still the guest's to read.
+                if not connected and open_streams:
                     raise protocol.ProtocolError("the request ended before its streams did")
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     raise Deadline()
-                readers = [self.client] if held < self.limit else []
+                readers = [self.client] if connected and held < self.limit else []
                 wanted = [writers[i] for i in writers if waiting[i]]
                 readable, _, _ = select.select(readers, wanted, [], left)
                 if readable:
