@@ -13,11 +13,11 @@ from urllib.parse import parse_qsl, unquote
 import pytest
 
 # The modules that import Swift or eventlet.
-SWIFT_MODULES = ("proxy", "objectquery", "subrequests", "routing", "response", "execution")
+SWIFT_MODULES = ("proxy", "objectquery", "subrequests", "routing", "response", "connect_streams", "execution")
 
 
 class FakeTimeout(Exception):
-    def __init__(self, seconds=None):
+    def __init__(self, seconds=None, exception=None):
         super().__init__(seconds)
 
     def __enter__(self):

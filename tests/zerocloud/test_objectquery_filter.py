@@ -371,3 +371,26 @@ def test_a_local_input_that_cannot_be_read_here_is_its_status(zc, daemon, tmp_pa
                            headers=dict({"X-Zerocloud-Local-Alias": "/dev/stdin"}, **headers))
     assert got == status and one_line_reason(data) == reason
     assert daemon.requests == []
+
+
+def test_a_streaming_answer_ends_only_after_the_requests_streams_were_read_to_their_end(zc):
+    # eventlet reads what is left of a request once its answer ends: the
+    # copier of its streams must be done by then, or two readers share it.
+    log = []
+
+    class Executor(FakeSocket):
+        def close(self):
+            log.append("executor closed")
+
+    class Copier:
+        def wait(self):
+            log.append("copier waited for")
+
+        def kill(self):
+            log.append("copier stopped")
+
+    reader = protocol.Reader(Executor(b""))
+    for piece in zc.objectquery.relay(b"head", reader, Executor(b"frames"), Copier()):
+        log.append(piece)
+    log.append("answer ended")
+    assert log == [b"head", b"frames", "copier waited for", "copier stopped", "executor closed", "answer ended"]

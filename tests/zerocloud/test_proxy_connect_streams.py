@@ -187,3 +187,19 @@ def test_an_unknown_connect_mode_is_400(zc, monkeypatch, value):
 def test_an_unknown_zerovm_connect_stops_the_filter(zc, monkeypatch):
     with pytest.raises(ValueError, match="zerovm_connect must be streamed or staged"):
         make_cluster(zc, monkeypatch).filter(zerovm_connect="fast")
+
+
+def test_a_targets_body_ends_with_its_last_stream_not_with_its_sources_replies(zc):
+    # Its object server waits for the body's end before its answer ends; the
+    # sources' replies may come long after their streams ended.
+    sent = []
+    feed = zc.connect_streams.TargetFeed(["/dev/in/map-1", "/dev/in/map-2"])
+    feed.sock = type("Sock", (), {"sendall": lambda self, data: sent.append(data)})()
+    feed.send("/dev/in/map-2", b"x")
+    feed.send("/dev/in/map-2", b"")
+    assert not any(piece.endswith(b"0\r\n\r\n") for piece in sent)
+    feed.send("/dev/in/map-1", b"")
+    assert sent[-1] == zc.routing.chunk(protocol.frame(0)) + b"0\r\n\r\n"
+    feed.end(["/dev/in/map-1", "/dev/in/map-2"])   # the sources' replies: nothing more to send
+    feed.send("/dev/in/map-1", b"late")
+    assert len(sent) == 3

@@ -75,14 +75,14 @@ def wire(instances: Sequence[jobs.Instance]) -> Wiring:
 
 class TargetFeed:
     """One target's request body while it runs: its sources' frames, each sent
-    as a chunk as it comes; each stream's end; and the body's end once every
-    source has ended.  Frames for a target that did not start, or whose
-    connection broke, are dropped: its result is not kept then."""
+    as a chunk as it comes; each stream's end; and the body's end with the
+    last stream's (the target's object server reads the body to its end
+    before its answer ends).  Frames for a target that did not start, or
+    whose connection broke, are dropped: its result is not kept then."""
 
-    def __init__(self, aliases: Sequence[str], sources: Sequence[str]):
+    def __init__(self, aliases: Sequence[str]):
         self.numbers = {alias: number for number, alias in enumerate(aliases)}
         self.open = set(self.numbers)
-        self.running = set(sources)
         self.sock: Any = None
         self.broken = False
         self.lock = Semaphore()   # a frame's chunk goes whole, whichever source sends
@@ -90,18 +90,17 @@ class TargetFeed:
     def send(self, alias: str, data: bytes) -> None:
         if alias not in self.open:
             return
+        piece = chunk(protocol.frame(self.numbers[alias], data))
         if not data:
             self.open.discard(alias)
-        self._send(chunk(protocol.frame(self.numbers[alias], data)))
+            if not self.open:
+                piece += chunk(b"")
+        self._send(piece)
 
-    def source_ended(self, source: str, aliases: Sequence[str]) -> None:
-        """Ends what ``source`` did not end itself (it failed, or never
-        started), and the body when it was the last source running."""
+    def end(self, aliases: Sequence[str]) -> None:
+        """Ends what a source did not end itself (it failed, or never started)."""
         for alias in aliases:
             self.send(alias, b"")
-        self.running.discard(source)
-        if not self.running:
-            self._send(chunk(b""))
 
     def _send(self, data: bytes) -> None:
         if self.sock is None or self.broken:

@@ -225,8 +225,7 @@ class JobRun:
         or a program changed while it ran)."""
         instances = [inst for stage in stages for inst in stage]
         wiring = connect_streams.wire(instances)
-        feeds = {inst.name: TargetFeed(wiring.inputs[inst.name], inst.sources)
-                 for inst in instances if inst.name in wiring.inputs}
+        feeds = {inst.name: TargetFeed(wiring.inputs[inst.name]) for inst in instances if inst.name in wiring.inputs}
         pool = GreenPool(len(instances))
         launched = dict(pool.imap(lambda inst: (inst.name, self.start(inst, plans[inst.name], wiring)),
                                   reversed(instances)))
@@ -309,9 +308,8 @@ class JobRun:
                 answer = Answer(answer.status, f"node {inst.name!r}: {answer.reason}")
             result = self.take_reply(result, answer, started.node)
         for target in inst.targets:
-            feeds[target].source_ended(inst.name, [alias for output in wiring.outputs.get(inst.name, ())
-                                                   for t, alias in wiring.routes[inst.name, output]
-                                                   if t == target])
+            feeds[target].end([alias for output in wiring.outputs.get(inst.name, ())
+                               for t, alias in wiring.routes[inst.name, output] if t == target])
         return result
 
     def plan(self, inst: jobs.Instance) -> Plan:

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from eventlet import spawn
+from eventlet import Timeout, spawn
 from swift.common.storage_policy import POLICIES
 from swift.common.swob import Request, Response
 from swift.common.utils import get_logger, split_path
@@ -63,6 +63,9 @@ DEFAULTS = {
 # 1 MiB ones were fresh mappings whose page faults cost more than the copy
 # (an identity job over 1 MB: about 0.5 ms in this filter alone).
 PIECE = 64 << 10
+# How long the end of a request with streams may come after its answer's:
+# the proxy ends it with the last stream, before the node can finish.
+BODY_END_WAIT = 10
 
 
 class BinaryStream(Protocol):
@@ -73,7 +76,9 @@ class BinaryStream(Protocol):
 
 # What the daemon answered to a job it runs: its reply, the lengths of the
 # outputs that follow, and where to read them.
-ExecutorAnswer = tuple[protocol.RunReply, list[int], protocol.Reader, socket.socket]
+# (the reply's header, its outputs' lengths, what reads the rest, the
+# executor's socket, the copier of the request's streams or None)
+ExecutorAnswer = tuple[protocol.RunReply | protocol.Streaming, list[int], protocol.Reader, socket.socket, Any]
 
 
 def text(status: int, reason: str) -> Response:
@@ -157,12 +162,12 @@ class ObjectQueryMiddleware:
                 os.close(fd)
         if isinstance(answer, Response):
             return answer
-        reply, output_lengths, reader, sock = answer
+        reply, output_lengths, reader, sock, copier = answer
         if isinstance(reply, protocol.Streaming):
             # Frames go on as the node writes them: no length, and each piece
             # sent at once rather than gathered to eventlet's 4 KiB.
             req.environ["eventlet.minimum_write_chunk_size"] = 0
-            resp = Response(status=200, app_iter=relay(reader.frame, reader, sock),
+            resp = Response(status=200, app_iter=relay(reader.frame, reader, sock, copier),
                             content_type="application/octet-stream")
             resp.headers["X-Nexe-Colocated"] = colocated
             return resp
@@ -226,6 +231,7 @@ class ObjectQueryMiddleware:
         except OSError as e:
             sock.close()
             return text(503, f"executor not reachable at {self.socket_path}: {e.strerror or e}")
+        copier = None
         try:
             protocol.send_header(sock, dict(request.to_wire(), payloads=lengths), fds)
             try:
@@ -233,22 +239,24 @@ class ObjectQueryMiddleware:
             except OSError:
                 pass   # the daemon may have refused the job (busy) without reading it: its reply says
             if request.stream_inputs:
-                spawn(self.copy_streams, body, sock, streams)
+                copier = spawn(self.copy_streams, body, sock, streams)
             reader = protocol.Reader(sock)
             header = reader.header()
             reply = protocol.parse_reply(header)
         except (OSError, protocol.ProtocolError) as e:
-            sock.close()
+            stop(copier, sock)
             return text(503, f"executor failed: {e}")
-        if isinstance(reply, protocol.Streaming):
-            return reply, [], reader, sock
         if isinstance(reply, protocol.Refusal):
-            sock.close()
+            stop(copier, sock)
             if reply.status == "busy":
                 return text(429, f"too many jobs: {reply.reason}")
             return text(400, f"executor refused the job: {reply.reason}")
-        return reply, protocol.payload_lengths(header), reader, sock
-
+        if isinstance(reply, protocol.Streaming):
+            return reply, [], reader, sock, copier
+        if copier is not None:
+            stop(copier, sock)
+            return text(503, "executor failed: a job with streams was answered without a Streaming header")
+        return reply, protocol.payload_lengths(header), reader, sock, None
 
     def copy_streams(self, body: BinaryStream, sock: socket.socket, most: int) -> None:
         """The request's frames to the daemon one at a time, as each comes
@@ -339,10 +347,13 @@ def stream_reply(head: bytes, reader: protocol.Reader, sock: socket.socket, leng
         sock.close()
 
 
-def relay(head: bytes, reader: protocol.Reader, sock: socket.socket) -> Iterator[bytes]:
+def relay(head: bytes, reader: protocol.Reader, sock: socket.socket, copier: Any) -> Iterator[bytes]:
     """A streaming reply to the proxy as the executor sends it, to its end
     (the proxy checks its frames and its last message: a reply cut short is
-    a bad reply there)."""
+    a bad reply there).  The request's streams are the copier's to read to
+    their end (the proxy ends the body with the last of them) before this
+    answer ends: after it, eventlet reads what is left of the request itself,
+    and two readers of one connection break both."""
     try:
         yield head
         if reader.buf:
@@ -350,10 +361,21 @@ def relay(head: bytes, reader: protocol.Reader, sock: socket.socket) -> Iterator
         while True:
             piece = sock.recv(PIECE)
             if not piece:
-                return
+                break
             yield piece
+        if copier is not None:
+            with Timeout(BODY_END_WAIT, False):
+                copier.wait()
     finally:
-        sock.close()
+        stop(copier, sock)
+
+
+def stop(copier: Any, sock: socket.socket) -> None:
+    """The executor's socket closed, and the copier of the request's streams
+    stopped if it still runs."""
+    if copier is not None:
+        copier.kill()
+    sock.close()
 
 
 def filter_factory(global_conf: Mapping[str, str],
