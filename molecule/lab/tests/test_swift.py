@@ -1052,6 +1052,15 @@ def node_down(host, storage, data):
     finally:
         started = podman("start", f"zerolab-{down}")
     assert started.returncode == 0, started.stderr
+    # Its servers up again (the executor warms its workers for some seconds,
+    # the object server starts after it), so that the tests after this one
+    # find the node as it was.
+    began = time.monotonic()
+    while time.monotonic() - began < 120:
+        units = storage[down].run(f"systemctl is-active {' '.join(STORAGE_SERVICES)}").stdout.split()
+        if units == ["active"] * len(STORAGE_SERVICES):   # (its exit status: 0 when any one is)
+            break
+        time.sleep(1)
     where = replicas_of(host, ["zc/while-down.txt"])["zc/while-down.txt"]
     (device,) = [dev for node, dev in where["replicas"] if node == down]
     began, level = time.monotonic(), None
