@@ -203,3 +203,20 @@ def test_a_targets_body_ends_with_its_last_stream_not_with_its_sources_replies(z
     feed.end(["/dev/in/map-1", "/dev/in/map-2"])   # the sources' replies: nothing more to send
     feed.send("/dev/in/map-1", b"late")
     assert len(sent) == 3
+
+
+def test_a_node_that_connects_nowhere_runs_once_beside_a_streamed_job(zc, monkeypatch):
+    job = [*mapreduce(2), {"name": "solo", "exec": {"path": "file://python:python", "args": "solo"},
+                           "devices": [{"name": "stdout"}]}]
+
+    def answer(servers):
+        count = wordcount(servers)
+        return lambda ip, request, payloads: (ran(b"alone\n")(ip, request, payloads) if request.args[1] == "solo"
+                                              else count(ip, request, payloads))
+    _, status, staged, body = run(zc, monkeypatch, job, answer, zerovm_connect="staged")
+    cluster, got, streamed, data = run(zc, monkeypatch, job, answer)
+    assert (status, got) == (200, 200), data
+    assert streamed["X-Zerolab-Connect"] == "streamed"
+    assert data == body and data.startswith(b"alone\n")   # in its stage, the first
+    solo = [e for e in cluster.servers.executes if e["request"].args[1] == "solo"]
+    assert len(solo) == 1 and not solo[0]["request"].streaming

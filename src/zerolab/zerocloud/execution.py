@@ -109,6 +109,7 @@ class Launched:
     result: Result
     started: Started | None
     stream_outputs: tuple[str, ...]
+    streaming: bool = True   # False: a node of the job that connects nowhere, run as staged runs it
 
 
 class JobRun:
@@ -239,7 +240,8 @@ class JobRun:
         for name, feed in feeds.items():
             taken = launched[name].started
             feed.sock = taken.sock if taken is not None else None
-        results = list(pool.imap(lambda inst: self.finish(inst, launched[inst.name], wiring, feeds), instances))
+        results = list(pool.imap(lambda inst: self.finish(inst, plans[inst.name], launched[inst.name], wiring, feeds),
+                                 instances))
         verdicts = [verdict for checked in checks for verdict in checked.wait()]
         if any(verdict.changed is not None for verdict in verdicts):
             for result in results:
@@ -280,6 +282,8 @@ class JobRun:
         streamed = wiring.outputs.get(inst.name, set())
         outputs = [replace(o, stream=True) if o.alias in streamed else o for o in plan.request.outputs]
         request = replace(plan.request, inputs=tuple(inputs), outputs=tuple(outputs))
+        if not request.streaming:
+            return Launched(Result(inst), None, (), streaming=False)
         header = protocol.frame_header(dict(request.to_wire(), payloads=[len(p) for p in plan.payloads]))
         pieces: list[Piece] = [header, *(p for p in plan.payloads if len(p))]
         route = self.router.route(self.req, plan.local, plan.account)
@@ -292,11 +296,13 @@ class JobRun:
             return Launched(Result(inst).fail(answer.status, answer.reason), None, ())
         return Launched(Result(inst), answer.started, request.stream_outputs)
 
-    def finish(self, inst: jobs.Instance, launched: Launched, wiring: Wiring,
+    def finish(self, inst: jobs.Instance, plan: Plan, launched: Launched, wiring: Wiring,
                feeds: dict[str, TargetFeed]) -> Result:
         """The rest of a started instance's reply, its stream frames sent on
         to its targets as they come; each of its targets' streams from it
-        ended after, however it went."""
+        ended after, however it went.  A node without streams runs now."""
+        if not launched.streaming:
+            return self.execute(inst, plan, {})
         result, started, aliases = launched.result, launched.started, launched.stream_outputs
         if started is not None:
             def on_frame(number: int, data: bytes) -> None:
