@@ -220,3 +220,26 @@ def test_a_node_that_connects_nowhere_runs_once_beside_a_streamed_job(zc, monkey
     assert data == body and data.startswith(b"alone\n")   # in its stage, the first
     solo = [e for e in cluster.servers.executes if e["request"].args[1] == "solo"]
     assert len(solo) == 1 and not solo[0]["request"].streaming
+
+
+def padded(servers):
+    """wordcount, each mapper's partitions padded with 5000 spaces (the same words)."""
+    count = wordcount(servers)
+
+    def answer(ip, request, payloads):
+        status, body, headers = count(ip, request, payloads)
+        header, data = protocol.decode(body)
+        if request.args[1] == "map":
+            aliases = header["outputs"]
+            data = [d + b" " * 5000 if a.startswith("/dev/out/") else d for a, d in zip(aliases, data)]
+        return status, protocol.pack({k: v for k, v in header.items() if k != "payloads"}, data), headers
+    return answer
+
+
+@pytest.mark.parametrize("most, status", [(10_000, 413), (100_000, 200)])
+def test_streamed_data_counts_against_the_jobs_outputs_as_staged_outputs_do(zc, monkeypatch, most, status):
+    # 30000 bytes go from the mappers to the reducers, whichever way.
+    _, staged, _, body = run(zc, monkeypatch, mapreduce(2), padded, zerovm_connect="staged", zerovm_maxjoboutput=most)
+    _, streamed, _, data = run(zc, monkeypatch, mapreduce(2), padded, zerovm_maxjoboutput=most)
+    assert streamed == staged == status, (data, body)
+    assert data == body

@@ -306,6 +306,8 @@ class JobRun:
         result, started, aliases = launched.result, launched.started, launched.stream_outputs
         if started is not None:
             def on_frame(number: int, data: bytes) -> None:
+                # Counted as staged counts these outputs when it spools them.
+                self.cost.outputs.take(len(data))
                 if number < len(aliases):
                     for target, alias in wiring.routes[inst.name, aliases[number]]:
                         feeds[target].send(alias, data)
