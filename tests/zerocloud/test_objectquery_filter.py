@@ -224,6 +224,10 @@ def test_a_request_over_zerovm_maxrequest_is_413_before_it_is_read(zc, daemon):
      "malformed job request: only this server passes descriptors; inputs from the proxy name payloads"),
     (protocol.pack({"op": "run", "program": {"payload": 0}}, [PROGRAM])[:-1],
      "malformed job request: message length does not match its header"),
+    (protocol.pack({"op": "run", "program": {"payload": 0}, "inputs": 5}, [PROGRAM]),
+     "malformed job request: inputs must be a list"),
+    (protocol.pack({"op": "run", "program": {"payload": 0}, "inputs": {"stream": True}}, [PROGRAM]),
+     "malformed job request: inputs must be a list"),
 ])
 def test_a_malformed_request_is_400_with_one_line(zc, daemon, body, reason):
     status, _, data = execute(middleware(zc, zerovm_socket=daemon.path), body)

@@ -170,10 +170,33 @@ def test_a_job_without_connect_says_nothing_of_it(zc, monkeypatch):
     assert status == 200 and "X-Zerolab-Connect" not in got
 
 
-def test_a_job_may_ask_for_streamed_where_the_filter_stages(zc, monkeypatch):
-    _, status, got, data = run(zc, monkeypatch, mapreduce(2), headers={"X-Zerolab-Connect": "streamed"},
-                               zerovm_connect="staged")
-    assert (status, got["X-Zerolab-Connect"]) == (200, "streamed"), data
+def test_a_job_cannot_ask_for_streamed_where_the_operator_stages(zc, monkeypatch):
+    # Each streamed job holds an executor slot per node for its whole length.
+    cluster, status, got, data = run(zc, monkeypatch, mapreduce(2), headers={"X-Zerolab-Connect": "streamed"},
+                                     zerovm_connect="staged")
+    assert (status, got["X-Zerolab-Connect"]) == (200, "staged: zerovm_connect = staged"), data
+    assert not any(e["request"].streaming for e in cluster.servers.executes)
+
+
+def test_a_feed_cut_in_the_middle_of_a_chunk_sends_nothing_more(zc):
+    class Cut(Exception):
+        pass
+
+    sent = []
+
+    class Sock:
+        def sendall(self, data):
+            if not sent:
+                sent.append(data[:3])
+                raise Cut()   # as a deadline would, mid-write
+            sent.append(data)
+    feed = zc.connect_streams.TargetFeed(["/dev/in/map-1", "/dev/in/map-2"])
+    feed.sock = Sock()
+    with pytest.raises(Cut):
+        feed.send("/dev/in/map-1", b"words")
+    feed.send("/dev/in/map-2", b"more")
+    feed.end(["/dev/in/map-1", "/dev/in/map-2"])
+    assert len(sent) == 1   # the target reads a body cut short: its streams fail, not garble
 
 
 @pytest.mark.parametrize("value", ["", "Streamed", "stream", "staged; x", "a" * 300])

@@ -110,3 +110,8 @@ class TargetFeed:
                 self.sock.sendall(data)
             except OSError:
                 self.broken = True   # its own reply says what happened
+            except BaseException:
+                # Cut mid-chunk (the sender's deadline): nothing may follow
+                # a partial chunk on this body.
+                self.broken = True
+                raise

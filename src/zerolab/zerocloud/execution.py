@@ -201,15 +201,18 @@ class JobRun:
 
     def connect_mode(self, stages: list[list[jobs.Instance]]) -> str | None:
         """How the job's connect runs: "" streamed, else why staged (None:
-        the job has no connect).  The filter's zerovm_connect says, or the
-        request's X-Zerolab-Connect for this job."""
+        the job has no connect).  The filter's zerovm_connect says; a
+        request's X-Zerolab-Connect: staged stages that job too."""
         wanted = self.req.headers.get(CONNECT_HEADER)
         if wanted is not None and wanted not in connect_streams.MODES:
             raise JobError(400, f"{CONNECT_HEADER} must be streamed or staged (got {wanted!r:.40})")
         if not any(inst.sources for stage in stages for inst in stage):
             return None
-        if (wanted or self.config.connect) == "staged":
-            return "asked for" if wanted else "zerovm_connect = staged"
+        # A request may ask for staged, never for more than the operator allows.
+        if self.config.connect == "staged":
+            return "zerovm_connect = staged"
+        if wanted == "staged":
+            return "asked for"
         return connect_streams.why_staged(stages, self.config.concurrency) or ""
 
     def run_streamed(self, stages: list[list[jobs.Instance]], plans: dict[str, Plan],

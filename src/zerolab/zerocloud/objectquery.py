@@ -305,7 +305,10 @@ def read_header(body: BinaryStream, length: int | None, most: int) -> tuple[prot
         raise protocol.ProtocolError(f"header of {size} bytes does not fit")
     header = protocol.parse_header(read_exact(body, size))
     payloads = sum(protocol.payload_lengths(header))
-    streams = any(isinstance(i, dict) and i.get("stream") for i in header.get("inputs", []) or [])
+    inputs = header.get("inputs", [])
+    if not isinstance(inputs, list):
+        raise protocol.ProtocolError("inputs must be a list")
+    streams = any(isinstance(i, dict) and i.get("stream") for i in inputs)
     if payloads > room - size or (not streams and length is not None and payloads != room - size):
         raise protocol.ProtocolError("message length does not match its header")
     return header, room - size - payloads
