@@ -246,18 +246,21 @@ def main():
         t.join()
     rate = sum(done) / (time.perf_counter() - t0)
 
-    # The object set: 24 texts, each its own words and counts.
+    # The object set: 24 texts, each its own words and counts.  Named by
+    # their size: another run's set of another size is other objects, never
+    # an overwrite that a replica may not have yet (a PUT needs 2 of 3), on
+    # which a map node would count the old words.
     parts = 24
     size = int(a.set_mb * (1 << 20)) // parts
     corpus = {}
     for i in range(parts):
-        name = f"set-{i:02d}.txt"
+        name = f"set{size}-{i:02d}.txt"
         corpus[name] = (text[i * 4099 % len(text):] + text)[:size]
         c.put(f"bench/{name}", corpus[name], "text/plain")
     set_bytes = sum(len(t) for t in corpus.values())
     mapreduce = [
         {"name": "map", "exec": {"path": f"swift://{acct}/bench/wordcount.wasm"},
-         "devices": [{"name": "stdin", "path": f"swift://{acct}/bench/set-*.txt"}], "connect": ["reduce"]},
+         "devices": [{"name": "stdin", "path": f"swift://{acct}/bench/set{size}-*.txt"}], "connect": ["reduce"]},
         {"name": "reduce", "exec": {"path": f"swift://{acct}/bench/wordcount.wasm", "args": "-r"},
          "devices": [{"name": "stdout"}]},
     ]
@@ -290,7 +293,7 @@ def main():
     few = sorted(corpus)[:6]
     for name in few:
         c.put(f"bench/few-{name}", corpus[name], "text/plain")
-    few_inputs = [{"name": "stdin", "path": f"swift://{acct}/bench/few-set-*.txt"}]
+    few_inputs = [{"name": "stdin", "path": f"swift://{acct}/bench/few-set{size}-*.txt"}]
     few_expected = wordcount(corpus[name] for name in few)
     few_mb = sum(len(corpus[n]) for n in few) / (1 << 20)
     pipelines = {

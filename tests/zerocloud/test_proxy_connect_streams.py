@@ -123,10 +123,10 @@ def streamed_runs_refused(zc, monkeypatch, refusal, who="map-1"):
 
 def test_a_node_no_executor_starts_at_once_sends_the_job_staged(zc, monkeypatch):
     cluster, status, headers, data = streamed_runs_refused(
-        zc, monkeypatch, (429, b"too many jobs: 4 jobs running on this node; a job with streams waits 2 s at most\n", {}))
+        zc, monkeypatch, (429, b"too many jobs: 4 jobs running on this node; a job with streams waits 0.25 s at most\n", {}))
     assert status == 200, data
     assert headers["X-Zerolab-Connect"] == ("staged: not every node could start at once (node 'map-1': too many "
-                                            "jobs: 4 jobs running on this node; a job with streams waits 2 s at most)")
+                                            "jobs: 4 jobs running on this node; a job with streams waits 0.25 s at most)")
     _, _, staged, body = run(zc, monkeypatch, mapreduce(2), zerovm_connect="staged")
     assert data == body
     tried, staged_run = cluster.servers.executes[:6], cluster.servers.executes[6:]

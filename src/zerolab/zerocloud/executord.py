@@ -60,8 +60,9 @@ SD_LISTEN_FDS_START = 3
 REPLY_TIMEOUT = 600.0
 # The longest a job with streams waits for a slot: long enough for the jobs
 # of the last request to give theirs back, short enough that one waiting on
-# its own job's slots fails over soon.
-STREAMS_SLOT_WAIT = 2.0
+# its own job's slots goes to another replica soon (the others of its job,
+# started already, wait on it meanwhile).
+STREAMS_SLOT_WAIT = 0.25
 
 
 class Slots:
