@@ -196,6 +196,20 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def send_pieces(conn: Any, pieces: Sequence[Piece], chunked: bool) -> Any:
+    """An EXECUTE's body, its pieces in turn (each as a chunk when
+    ``chunked``: the body goes on after them) -> the server's response."""
+    for piece in pieces:
+        for part in [piece] if isinstance(piece, bytes) else piece.pieces(REPLY_PIECE):
+            conn.send(chunk(part) if chunked else part)
+    return conn.getresponse()
+
+
+def refused(resp: Any) -> Answer:
+    """An object server's answer other than 200: its status and the first line or so of its body."""
+    return Answer(resp.status, one_line(resp.read(ERROR_BODY).decode("utf-8", "replace")))
+
+
 def read_exact(resp: Any, n: int) -> bytes:
     data: bytes = resp.read(n)
     if len(data) != n:
@@ -255,19 +269,11 @@ class ObjectServerClient:
         status is the first line or so of its body, nothing taken."""
         where = f"{node['ip']}:{node['port']}/{node['device']}"
         try:
-            with ConnectionTimeout(self.config.conn_timeout):
-                conn = http_connect(node["ip"], node["port"], node["device"], partition, EXECUTE,
-                                    path, headers=dict(headers))
+            conn = self.connect(node, partition, path, headers)
             with Timeout(self.config.timeout + 30):
-                for piece in pieces:
-                    if isinstance(piece, bytes):
-                        conn.send(piece)
-                    else:
-                        for part in piece.pieces(REPLY_PIECE):
-                            conn.send(part)
-                resp = conn.getresponse()
+                resp = send_pieces(conn, pieces, chunked=False)
                 if resp.status != 200:
-                    return Answer(resp.status, one_line(resp.read(ERROR_BODY).decode("utf-8", "replace")))
+                    return refused(resp)
                 colocated = resp.getheader("X-Nexe-Colocated") or "0"
                 if spool is None:
                     return Answer(200, "", read_reply(resp, outputs), colocated)
@@ -290,20 +296,15 @@ class ObjectServerClient:
         where = f"{node['ip']}:{node['port']}/{node['device']}"
         conn = None
         try:
-            with ConnectionTimeout(self.config.conn_timeout):
-                conn = http_connect(node["ip"], node["port"], node["device"], partition, EXECUTE,
-                                    path, headers=dict(headers))
+            conn = self.connect(node, partition, path, headers)
             # Kept here: http.client may let go of it once the response began.
             sock = conn.sock
             with Timeout(self.config.timeout + 30):
-                for piece in pieces:
-                    for part in [piece] if isinstance(piece, bytes) else piece.pieces(REPLY_PIECE):
-                        sock.sendall(chunk(part) if chunked else part)
-                resp = conn.getresponse()
+                resp = send_pieces(conn, pieces, chunked)
                 if resp.status != 200:
-                    reason = one_line(resp.read(ERROR_BODY).decode("utf-8", "replace"))
+                    answer = refused(resp)
                     conn.close()
-                    return Answer(resp.status, reason)
+                    return answer
                 (size,) = struct.unpack("!I", read_exact(resp, 4))
                 if size > protocol.MAX_HEADER:
                     raise protocol.ProtocolError(f"header of {size} bytes is too large")
@@ -311,13 +312,19 @@ class ObjectServerClient:
                 if not isinstance(reply, protocol.Streaming):
                     raise protocol.ProtocolError(f"a request with streams was answered {reply.status!r}")
             colocated = resp.getheader("X-Nexe-Colocated") or "0"
-            return Answer(200, colocated=colocated, started=Started(node, conn, sock, resp, colocated))
+            return Answer(200, started=Started(node, conn, sock, resp, colocated))
         except (Exception, Timeout) as e:
             if conn is not None:
                 conn.close()
             if isinstance(e, protocol.ProtocolError):
                 return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
             return Answer(503, f"object server {where} failed: {e}")
+
+    def connect(self, node: RingNode, partition: int, path: str, headers: Mapping[str, str]) -> Any:
+        """An EXECUTE's connection to one object server, its headers sent."""
+        with ConnectionTimeout(self.config.conn_timeout):
+            return http_connect(node["ip"], node["port"], node["device"], partition, EXECUTE,
+                                path, headers=dict(headers))
 
     def abandon(self, started: Started) -> None:
         """Hangs up on a started instance: its streams break off, and its
