@@ -117,12 +117,17 @@ def test_a_job_with_streams_is_refused_soon_when_every_worker_stays_running(daem
             c.close()
 
 
-def test_streams_are_read_in_the_guests_order_whatever_order_they_come_in(daemon, guests):
-    # The reducer reads /dev/in-map-1 first; map-2's data, all of it, comes first.
+def reducer_of_two_maps(daemon, guests):
+    """A word count reducer whose inputs are map-1's and map-2's streams, read in that order."""
     header = {"op": "run", "program": {"payload": 0}, "args": ["reduce", "-r"], "timeout": 10,
               "inputs": [{"alias": "/dev/in-map-1", "stream": True}, {"alias": "/dev/in-map-2", "stream": True}],
               "outputs": [{"alias": "/dev/stdout", "limit": 1 << 20}]}
-    client = Client(daemon, header, [(guests / "wordcount.wasm").read_bytes()])
+    return Client(daemon, header, [(guests / "wordcount.wasm").read_bytes()])
+
+
+def test_streams_are_read_in_the_guests_order_whatever_order_they_come_in(daemon, guests):
+    # The reducer reads /dev/in-map-1 first; map-2's data, all of it, comes first.
+    client = reducer_of_two_maps(daemon, guests)
     try:
         assert client.first() == protocol.Streaming()
         big = b"b 1\n" * 50000   # 200 kB: more than a pipe holds while map-1's stream is read
@@ -143,10 +148,7 @@ def test_a_request_that_ends_after_its_streams_did_is_read_to_the_end(daemon, gu
     # The object server shuts its side once the proxy's body has ended: the
     # guest may not have read what came yet (here all of map-2's, waiting
     # while it reads map-1).
-    header = {"op": "run", "program": {"payload": 0}, "args": ["reduce", "-r"], "timeout": 10,
-              "inputs": [{"alias": "/dev/in-map-1", "stream": True}, {"alias": "/dev/in-map-2", "stream": True}],
-              "outputs": [{"alias": "/dev/stdout", "limit": 1 << 20}]}
-    client = Client(daemon, header, [(guests / "wordcount.wasm").read_bytes()])
+    client = reducer_of_two_maps(daemon, guests)
     try:
         assert client.first() == protocol.Streaming()
         lines = b"x 1\n" * 100_000

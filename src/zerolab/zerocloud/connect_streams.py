@@ -27,10 +27,9 @@ from . import job as jobs
 from . import protocol
 from .routing import chunk
 
-# The request header that picks the mode for one job, and the answer's
-# header that says which mode ran (and why staged).
+# The request header that may ask for staged, and the answer's header that
+# says which mode ran (and why staged).
 CONNECT_HEADER = "X-Zerolab-Connect"
-MODES = ("streamed", "staged")
 
 
 def why_staged(stages: Sequence[Sequence[jobs.Instance]], concurrency: int) -> str | None:

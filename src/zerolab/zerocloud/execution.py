@@ -41,7 +41,7 @@ from . import connect_streams, protocol
 from . import job as jobs
 from .connect_streams import CONNECT_HEADER, TargetFeed, Wiring
 from .job import JobError, SwiftPath
-from .proxy_config import ProxyConfig
+from .proxy_config import CONNECT_MODES, ProxyConfig
 from .response import Result, Segment, Spool, close_spools, header_value, job_response
 from .routing import Answer, ObjectServerClient, Piece, ReplicaRouter, RingNode, Route, Started
 from .subrequests import CallerSubrequests, JobCost, Program, etag_of, refuse_unless_plain
@@ -204,7 +204,7 @@ class JobRun:
         the job has no connect).  The filter's zerovm_connect says; a
         request's X-Zerolab-Connect: staged stages that job too."""
         wanted = self.req.headers.get(CONNECT_HEADER)
-        if wanted is not None and wanted not in connect_streams.MODES:
+        if wanted is not None and wanted not in CONNECT_MODES:
             raise JobError(400, f"{CONNECT_HEADER} must be streamed or staged (got {wanted!r:.40})")
         if not any(inst.sources for stage in stages for inst in stage):
             return None

@@ -20,9 +20,8 @@ client then sees that reply cut short), and every other job goes on.
 Capacity: ``maxpool`` workers, so at most that many jobs run at once;
 ``maxqueue`` more may wait for one (a job with streams at most
 STREAMS_SLOT_WAIT: the other instances of its own job may hold the slots);
-beyond that a job is refused
-as busy (the filter answers 429) before its payloads are read.  systemd is told READY=1
-once the socket listens and the workers are warm; with socket activation
+beyond that a job is refused as busy (the filter answers 429) before its
+payloads are read.  systemd is told READY=1 once the socket listens and the workers are warm; with socket activation
 (``LISTEN_FDS``) the socket is systemd's and outlives a restart.
 """
 

@@ -74,10 +74,9 @@ class BinaryStream(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-# What the daemon answered to a job it runs: its reply, the lengths of the
-# outputs that follow, and where to read them.
-# (the reply's header, its outputs' lengths, what reads the rest, the
-# executor's socket, the copier of the request's streams or None)
+# What the daemon answered to a job it runs: its reply (or Streaming), the
+# lengths of the outputs that follow, what reads them, the executor's
+# socket, and the copier of the request's streams (None: it has none).
 ExecutorAnswer = tuple[protocol.RunReply | protocol.Streaming, list[int], protocol.Reader, socket.socket, Any]
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from .job import MAX_NODES
 
+# zerovm_connect's values, and X-Zerolab-Connect's (connect_streams.py).
+CONNECT_MODES = ("streamed", "staged")
+
 DEFAULTS = {
     "swift_dir": "/etc/swift",
     "zerovm_timeout": "10",
@@ -81,7 +84,7 @@ class ProxyConfig:
         for option in ("zerovm_maxjobinput", "zerovm_maxjoboutput", "zerovm_max_listing"):
             if int(conf[option]) < 1:
                 raise ValueError(f"{option} must be a positive number (got {conf[option]})")
-        if config.connect not in ("streamed", "staged"):
+        if config.connect not in CONNECT_MODES:
             raise ValueError(f"zerovm_connect must be streamed or staged (got {config.connect!r})")
         if config.spool_dir is not None and not os.path.isdir(config.spool_dir):
             raise ValueError(f"zerovm_spool_dir {config.spool_dir} is not a directory")
