@@ -221,6 +221,42 @@ def test_a_default_stops_at_the_next_brace_of_either_kind():
     assert apps.fill_template(b'"{.a={.b=x}"', {}, "u", 100) == b'"{.a=x"'
 
 
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_kept_template_is_given_until_its_seconds_are_over():
+    clock = Clock()
+    cache = apps.TemplateCache(60, clock=clock)
+    assert cache.get("/v1/a/.zvm/text/plain/config") is None
+    cache.put("/v1/a/.zvm/text/plain/config", TEMPLATE)
+    clock.now += 59.9
+    assert cache.get("/v1/a/.zvm/text/plain/config") == TEMPLATE
+    clock.now += 0.1
+    assert cache.get("/v1/a/.zvm/text/plain/config") is None
+    assert cache.kept == {}
+
+
+def test_no_seconds_keeps_no_template():
+    cache = apps.TemplateCache(0)
+    cache.put("/v1/a/.zvm/text/plain/config", TEMPLATE)
+    assert cache.get("/v1/a/.zvm/text/plain/config") is None and cache.kept == {}
+
+
+def test_the_template_cache_drops_the_least_recently_used_first():
+    cache = apps.TemplateCache(60, entries=2)
+    cache.put("x", b"1")
+    cache.put("y", b"2")
+    assert cache.get("x") == b"1"   # y is now the least recently used
+    cache.put("z", b"3")
+    assert (cache.get("x"), cache.get("y"), cache.get("z")) == (b"1", None, b"3")
+    assert len(cache.kept) == 2
+
+
 def test_an_app_must_show_its_map_among_its_first_members():
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as archive:

@@ -212,6 +212,12 @@ def test_an_unknown_zerovm_connect_stops_the_filter(zc, monkeypatch):
         make_cluster(zc, monkeypatch).filter(zerovm_connect="fast")
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "86401", "soon"])
+def test_a_template_cache_out_of_range_stops_the_filter(zc, monkeypatch, value):
+    with pytest.raises(ValueError, match="zerovm_template_cache"):
+        make_cluster(zc, monkeypatch).filter(zerovm_template_cache=value)
+
+
 def test_a_targets_body_ends_with_its_last_stream_not_with_its_sources_replies(zc):
     # Its object server waits for the body's end before its answer ends; the
     # sources' replies may come long after their streams ended.

@@ -11,7 +11,8 @@ description to parse, or a JobError (an HTTP status and one line).
 * A **GET template** (ZeroCloud's open/1.0 registry) is a job description
   stored at ``/v1/<account>/.zvm/<content-type>/config`` with variables
   ``{.name=default}`` filled from the GET's query string, and
-  ``{.object_path}`` with the object's ``swift://`` URL.
+  ``{.object_path}`` with the object's ``swift://`` URL.  A template read
+  is kept for a while (TemplateCache), as ZeroCloud kept it.
 
 Both are hostile input.  An app is read in memory once, in one pass, and is
 never unpacked to disk here: decompression stops at the size limit (a gzip
@@ -28,8 +29,10 @@ import io
 import json
 import re
 import tarfile
+import time
 import zlib
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .job import JobError
@@ -54,6 +57,8 @@ OBJECT_PATH = "object_path"
 # tarfile a header parse (120,000 empty members took seconds of the proxy's
 # only thread).
 MAX_MEMBERS = 4096
+# The templates one proxy worker keeps (each at most zerovm_maxconfig bytes).
+TEMPLATE_CACHE_ENTRIES = 256
 # tarfile raises these (and only these, as fuzzed) on a broken archive.
 TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, UnicodeError, OverflowError, zlib.error)
 
@@ -162,3 +167,39 @@ def template_path(content_type: str) -> str | None:
             or not re.fullmatch(r"[a-z0-9!#$&^_.+-]{1,127}", sub):
         return None
     return f"{kind}/{sub}/config"
+
+
+class TemplateCache:
+    """The GET templates this proxy worker read, by registry path, each kept
+    ``seconds`` after it was read (ZeroCloud kept them 60 s in memcache): a
+    template replaced or removed meanwhile still runs until then, and a GET
+    execution saves the template's subrequest.  Only templates that were
+    there are kept: one put where a GET found none is used at once.  At
+    most ``entries``, the least recently used dropped first; 0 seconds keeps
+    none."""
+
+    def __init__(self, seconds: float, entries: int = TEMPLATE_CACHE_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self.entries = entries
+        self.clock = clock
+        self.kept: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def get(self, path: str) -> bytes | None:
+        found = self.kept.get(path)
+        if found is None:
+            return None
+        expires, template = found
+        if self.clock() >= expires:
+            del self.kept[path]
+            return None
+        self.kept.move_to_end(path)
+        return template
+
+    def put(self, path: str, template: bytes) -> None:
+        if self.seconds <= 0:
+            return
+        self.kept[path] = (self.clock() + self.seconds, template)
+        self.kept.move_to_end(path)
+        while len(self.kept) > self.entries:
+            self.kept.popitem(last=False)

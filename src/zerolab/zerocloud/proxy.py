@@ -112,12 +112,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from eventlet import spawn
 from swift.common.registry import register_swift_info
 from swift.common.swob import Request, Response
 from swift.common.utils import get_logger, split_path
@@ -135,16 +132,6 @@ from .subrequests import CallerSubrequests, JobCost
 OPEN = "open/1.0"
 OPEN_PREFIX = "/open/"
 READ_PIECE = 1 << 16
-# The template types of the last objects GET executions opened, per proxy worker.
-OPEN_TYPES = 1024
-
-
-@dataclass(frozen=True)
-class TemplateFetch:
-    """A job template fetched for a GET execution, or the error that answers it."""
-
-    template: bytes | None
-    error: JobError | None
 
 
 class ProxyQueryMiddleware:
@@ -155,8 +142,7 @@ class ProxyQueryMiddleware:
         self.objects = CallerSubrequests(app, config)
         self.router = ReplicaRouter(app, config)
         self.object_servers = ObjectServerClient(config)
-        # Per object path, the type whose template its last GET execution ran.
-        self.template_types: OrderedDict[str, str] = OrderedDict()
+        self.templates = apps.TemplateCache(config.template_cache)
         register_swift_info("zerovm", version="1.0", sysimages=sorted(config.sysimages),
                             timeout=config.timeout, max_input=config.max_input,
                             max_output=config.max_output, max_config=config.max_config,
@@ -263,29 +249,9 @@ class ProxyQueryMiddleware:
         if denied is not None:
             return denied
         cost = JobCost(self.config.max_job_input, self.config.max_job_output)
-        # The object's type picks what runs, so its HEAD comes first; but
-        # when this object was opened before, the template its type had then
-        # is fetched while the HEAD is out (two round trips at once, not one
-        # after the other).  Only used if the type is still that one.
-        guess = self.template_types.get(str(path))
-        ahead: TemplateFetch | None = None
-        if guess is not None:
-            fetching = spawn(self.fetch_template, req, cost, account, guess, where)
-            try:
-                head = self.objects.check_readable(req, path, where)
-            except BaseException:
-                fetching.kill()   # the job is refused: nothing of it runs on
-                raise
-            ahead = fetching.wait()
-        else:
-            head = self.objects.check_readable(req, path, where)
+        head = self.objects.check_readable(req, path, where)
         ctype = str(head.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         kind = opened_as(ctype, obj)
-        self.remember_template_type(str(path), ctype if kind == "template" else None)
-        if ahead is not None and ctype != guess:
-            if ahead.template is not None:
-                cost.inputs.give_back(len(ahead.template))
-            ahead = None
         params = {native(str(k), "the query"): native(str(v), "the query") for k, v in req.params.items()}
         if kind == "program":
             program = {"name": "open", "exec": {"path": str(path), "args": params.get("args", "")},
@@ -297,11 +263,8 @@ class ProxyQueryMiddleware:
         elif kind == "unregistered":
             raise JobError(404, f"{where}: no application registered for content type {ctype!r:.80}")
         else:
-            fetched = ahead if ahead is not None else self.fetch_template(req, cost, account, ctype, where)
-            if fetched.error is not None:
-                raise fetched.error
-            assert fetched.template is not None
-            job = apps.fill_template(fetched.template, params, str(path), self.config.max_config)
+            template = self.template(req, cost, account, ctype, where)
+            job = apps.fill_template(template, params, str(path), self.config.max_config)
             nodes = self.parse_job(job, "job", account, cost)
         # ZeroCloud's CGI variables: what the program knows of the GET.
         cgi = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/{account}/{container}/{obj}",
@@ -312,31 +275,26 @@ class ProxyQueryMiddleware:
         # with this HEAD, made before it runs, instead of another.
         return self.run(req, nodes, cost, started, heads={str(path): head})
 
-    def fetch_template(self, req: Request, cost: JobCost, account: str, ctype: str, where: str) -> TemplateFetch:
-        """The account's job template for a content type (apps.py), or why
-        there is none, as the caller fetches it."""
+    def template(self, req: Request, cost: JobCost, account: str, ctype: str, where: str) -> bytes:
+        """The account's job template for a content type (apps.py): kept
+        from an earlier GET execution, or fetched as the caller."""
         name = apps.template_path(ctype)
         assert name is not None
         registered = SwiftPath(account, apps.REGISTRY_CONTAINER, name)
+        kept = self.templates.get(str(registered))
+        if kept is not None:
+            cost.inputs.take(len(kept))
+            return kept
         try:
             template, _ = self.objects.fetch_source(req, cost, registered, where, self.config.max_config,
                                                     "zerovm_maxconfig")
         except JobError as e:
             if e.status != 404:
-                return TemplateFetch(None, e)
-            return TemplateFetch(None, JobError(404, f"{where}: no application registered for {ctype}: put a job "
-                                                     f"template at /v1/{account}/{apps.REGISTRY_CONTAINER}/{name}"))
-        return TemplateFetch(template, None)
-
-    def remember_template_type(self, path: str, ctype: str | None) -> None:
-        """The type whose template the object's GET ran (None: it ran none)."""
-        if ctype is None:
-            self.template_types.pop(path, None)
-            return
-        self.template_types[path] = ctype
-        self.template_types.move_to_end(path)
-        while len(self.template_types) > OPEN_TYPES:
-            self.template_types.popitem(last=False)
+                raise
+            raise JobError(404, f"{where}: no application registered for {ctype}: put a job template at "
+                                f"/v1/{account}/{apps.REGISTRY_CONTAINER}/{name}") from None
+        self.templates.put(str(registered), template)
+        return template
 
     def authorize_execution(self, req: Request, account: str, post: Request) -> Response | None:
         """Whether the caller may run jobs billed to ``account``: what the auth

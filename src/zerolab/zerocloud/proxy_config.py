@@ -33,6 +33,7 @@ DEFAULTS = {
     "zerovm_sysimage_devices": "",
     "zerovm_default_content_type": "application/octet-stream",
     "zerovm_spool_dir": "",
+    "zerovm_template_cache": "60",
     "conn_timeout": "0.5",
 }
 
@@ -56,6 +57,7 @@ class ProxyConfig:
     sysimages: frozenset[str]    # zerovm_sysimage_devices
     default_content_type: str    # zerovm_default_content_type, for outputs without one
     spool_dir: str | None        # zerovm_spool_dir: where outputs wait for the answer (None: the system's temp dir)
+    template_cache: float        # zerovm_template_cache: seconds a GET template is kept (apps.TemplateCache)
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str]) -> ProxyConfig:
@@ -78,14 +80,24 @@ class ProxyConfig:
             sysimages=frozenset(conf["zerovm_sysimage_devices"].split()),
             default_content_type=conf["zerovm_default_content_type"],
             spool_dir=conf["zerovm_spool_dir"].strip() or None,
+            template_cache=seconds(conf, "zerovm_template_cache"),
         )
         if not 1 <= config.max_nodes <= MAX_NODES:
             raise ValueError(f"zerovm_maxnodes must be between 1 and {MAX_NODES} (got {config.max_nodes})")
         for option in ("zerovm_maxjobinput", "zerovm_maxjoboutput", "zerovm_max_listing"):
             if int(conf[option]) < 1:
                 raise ValueError(f"{option} must be a positive number (got {conf[option]})")
+        if not 0 <= config.template_cache <= 86400:
+            raise ValueError(f"zerovm_template_cache must be 0 to 86400 seconds (got {conf['zerovm_template_cache']})")
         if config.connect not in CONNECT_MODES:
             raise ValueError(f"zerovm_connect must be streamed or staged (got {config.connect!r})")
         if config.spool_dir is not None and not os.path.isdir(config.spool_dir):
             raise ValueError(f"zerovm_spool_dir {config.spool_dir} is not a directory")
         return config
+
+
+def seconds(conf: Mapping[str, str], option: str) -> float:
+    try:
+        return float(conf[option])
+    except ValueError:
+        raise ValueError(f"{option} must be a number of seconds (got {conf[option]!r})") from None
