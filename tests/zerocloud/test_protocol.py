@@ -71,6 +71,9 @@ def test_a_reply_round_trips_and_its_outputs_match_its_payloads():
     assert protocol.parse_reply(header) == reply and payloads == [b"out"]
     with pytest.raises(protocol.ProtocolError, match="names 1 outputs but carries 0 payloads"):
         protocol.parse_reply(reply.to_wire())
+    with_digests = protocol.RunReply(report, ("/dev/stdout",), ("5d41402abc4b2a76b9719d911017c592",))
+    header, _ = protocol.decode(protocol.pack(with_digests.to_wire(), [b"hello"]))
+    assert protocol.parse_reply(header) == with_digests
     refusal = protocol.Refusal("busy", "4 jobs running")
     assert protocol.parse_reply(refusal.to_wire()) == refusal
 
@@ -120,6 +123,11 @@ def test_a_hostile_request_is_one_clear_protocol_error(header, reason):
     {"status": "ok"},
     {"status": "done", "reason": "x"},
     {"status": "busy", "reason": 42},
+    # digests: one 32-hex-digit MD5 (or "") per output, nothing else
+    *({"status": "ok", "report": {"exit_code": 0, "exit_state": "ok", "user_rc": 0, "validator": 0,
+                                  "etag": "disable", "elapsed": 0.1, "cdr": ""},
+       "outputs": ["/dev/stdout"], "payloads": [1], "digests": digests}
+      for digests in (["a" * 32, "b" * 32], ["A" * 32], ["a" * 31], ["g" * 32], "a" * 32, [None])),
 ])
 def test_a_malformed_reply_is_a_protocol_error(header):
     with pytest.raises(protocol.ProtocolError):

@@ -8,6 +8,7 @@ import io
 import json
 import random
 import struct
+import types
 from dataclasses import replace
 
 import pytest
@@ -282,16 +283,21 @@ class StreamedRun:
         out = b"".join(protocol.frame(number, by_alias.get(alias, b"")) + protocol.frame(number)
                        for number, alias in enumerate(request.stream_outputs))
         kept = [alias for alias in reply.outputs if alias not in request.stream_outputs]
+        digests = dict(zip(reply.outputs, reply.digests))
         return out + protocol.frame(protocol.END_OF_STREAMS) + protocol.pack(
-            replace(reply, outputs=tuple(kept)).to_wire(), [by_alias[alias] for alias in kept])
+            replace(reply, outputs=tuple(kept), digests=tuple(digests[a] for a in kept if a in digests)).to_wire(),
+            [by_alias[alias] for alias in kept])
 
 
-def ran(stdout=b"hello\n", report=OK_REPORT, colocated="c0c0"):
-    """An object server's answer for a job that ran: its report and stdout."""
+def ran(stdout=b"hello\n", report=OK_REPORT, colocated="c0c0", digests=True):
+    """An object server's answer for a job that ran: its report and stdout,
+    with each output's MD5 as the worker sends it (digests=False: as an
+    older worker, without)."""
     def answer(ip, request, payloads):
         outputs = [o.alias for o in request.outputs]
         data = [stdout if a == "/dev/stdout" else b"" for a in outputs]
-        return 200, protocol.pack(protocol.RunReply(report, tuple(outputs)).to_wire(), data), \
+        md5s = tuple(hashlib.md5(d).hexdigest() for d in data) if digests else ()
+        return 200, protocol.pack(protocol.RunReply(report, tuple(outputs), md5s).to_wire(), data), \
             {"X-Nexe-Colocated": colocated}
     return answer
 
@@ -655,6 +661,21 @@ def test_the_answer_has_the_md5_of_its_body_as_etag_and_says_it_ran_warm(cluster
     assert (status, data) == (200, b"hello\n")
     assert headers["Etag"] == hashlib.md5(b"hello\n").hexdigest()
     assert headers["X-Nexe-Cached"] == "true"
+
+
+def test_the_etag_of_one_output_is_its_workers_md5_not_hashed_again(zc, cluster, monkeypatch):
+    # The answer is made without an MD5 of its own: any would fail.
+    monkeypatch.setattr(zc.response, "hashlib", types.SimpleNamespace(sha1=hashlib.sha1))
+    status, headers, data = post(cluster.filter(), WORDCOUNT)
+    assert (status, data) == (200, b"hello\n")
+    assert headers["Etag"] == hashlib.md5(b"hello\n").hexdigest()
+
+
+def test_a_reply_without_digests_is_hashed_for_its_etag(cluster):
+    cluster.servers.answer = ran(b"older worker\n", digests=False)
+    status, headers, data = post(cluster.filter(), WORDCOUNT)
+    assert (status, data) == (200, b"older worker\n")
+    assert headers["Etag"] == hashlib.md5(b"older worker\n").hexdigest()
 
 
 def test_a_devices_mode_char_or_pipe_reaches_the_executor_as_a_character_channel(cluster):

@@ -1,5 +1,6 @@
 """The worker's own bookkeeping (its jobs are run end to end in test_executord.py)."""
 
+import hashlib
 from pathlib import Path
 
 from zerolab.zerocloud import worker
@@ -31,6 +32,9 @@ def test_the_output_device_is_written_and_read_at_any_offset_as_in_zerocloud(tmp
     reply, data = runner.run(request, [], [])
     assert reply.report.exit_code == 0, reply
     assert dict(zip(reply.outputs, data)) == {"/dev/output": b"hello world", "/dev/stdout": b"b'hello world'\n"}
+    # Each output's MD5, for the proxy's Etag: the random-access one's is of
+    # its bytes, not of the writes (which came in another order).
+    assert reply.digests == tuple(hashlib.md5(d).hexdigest() for d in data)
 
 
 def test_a_char_channel_is_a_character_device_to_the_guest(tmp_path):

@@ -32,7 +32,9 @@ class ChannelState:
         self.rpos = 0
         self.wpos = 0
         self.gets = self.get_bytes = self.puts = self.put_bytes = 0
-        self.hasher = hashlib.sha1() if spec.etag else None
+        # MD5, as ZeroVM's channel tags were (ZeroCloud stored one as the
+        # ETag of the object a channel wrote).
+        self.hasher = hashlib.md5(usedforsecurity=False) if spec.etag else None
         self.char = False          # NVRAM [mapping] mode=char: a terminal-like device
         self.ino = tarfs.inode("channel", spec.alias)
 

@@ -594,7 +594,10 @@ class JobRun:
         self.spools.append(spooled.spool)
         result.spool, result.taken = spooled.spool, spooled.taken
         result.report = reply.report
-        result.outputs = dict(zip(reply.outputs, spooled.payloads))
+        # The worker's MD5 of each output: the answer's Etag without a second read.
+        digests = reply.digests or ("",) * len(reply.outputs)
+        result.outputs = {alias: replace(segment, md5=md5)
+                          for alias, segment, md5 in zip(reply.outputs, spooled.payloads, digests)}
         result.colocated = answer.colocated
         status = exit_status.http_status(reply.report.exit_code)
         if status != 200:

@@ -32,7 +32,8 @@ and adds the object's input as ``{"alias": ..., "fd": 0}``.
 
 Reply::
 
-    {"status": "ok", "report": {...}, "outputs": ["/dev/stdout", ...], "payloads": [...]}
+    {"status": "ok", "report": {...}, "outputs": ["/dev/stdout", ...], "digests": ["<md5>", ...],
+     "payloads": [...]}
     {"status": "busy" | "bad-request", "reason": "..."}
 
 Streams (connect's data between running nodes): an input or output marked
@@ -64,6 +65,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import re
 import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -71,6 +73,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 MAX_HEADER = 1 << 20
+# An output's digest in a reply (RunReply.digests).
+MD5_HEX = re.compile(r"(?:[0-9a-f]{32})?")
 # A message's header: a JSON object (the messages below give it a shape).
 Header = dict[str, Any]
 READ_PIECE = 1 << 20   # the most one recv asks for
@@ -549,26 +553,36 @@ class JobReport:
 
 @dataclass(frozen=True)
 class RunReply:
-    """A node ran (or was stopped): its report, and the aliases of the outputs
-    whose bytes follow as the payloads, in that order."""
+    """A node ran (or was stopped): its report, the aliases of the outputs
+    whose bytes follow as the payloads, in that order, and each one's MD5
+    (hex; "" or none at all: not known), so that the proxy need not hash
+    what it answers with (its Etag)."""
 
     report: JobReport
     outputs: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
 
     status: ClassVar[str] = "ok"
 
     def to_wire(self) -> Header:
-        return {"status": self.status, "report": self.report.to_wire(), "outputs": list(self.outputs)}
+        wire: Header = {"status": self.status, "report": self.report.to_wire(), "outputs": list(self.outputs)}
+        if self.digests:
+            wire["digests"] = list(self.digests)
+        return wire
 
     @classmethod
     def from_wire(cls, header: Mapping[str, Any]) -> RunReply:
-        obj = WireObject(dict(header), "reply", required=("status", "report"), optional={"outputs"} | FRAMING)
+        obj = WireObject(dict(header), "reply", required=("status", "report"),
+                         optional={"outputs", "digests"} | FRAMING)
         if obj.raw["status"] != cls.status:
             raise ProtocolError(f"reply.status must be {cls.status!r}")
-        reply = cls(JobReport.from_wire(obj.raw["report"]), obj.texts("outputs"))
+        reply = cls(JobReport.from_wire(obj.raw["report"]), obj.texts("outputs"), obj.texts("digests"))
         if len(reply.outputs) != len(payload_lengths(header)):
             raise ProtocolError(f"reply names {len(reply.outputs)} outputs but carries "
                                 f"{len(payload_lengths(header))} payloads")
+        if reply.digests and (len(reply.digests) != len(reply.outputs)
+                              or not all(MD5_HEX.fullmatch(d) for d in reply.digests)):
+            raise ProtocolError("reply.digests must be one MD5 (32 hex digits, or \"\") per output")
         return reply
 
 

@@ -94,7 +94,7 @@ class Spool:
 @dataclass(frozen=True, eq=False)
 class Segment:
     """One output: ``length`` bytes of a spool from ``offset``, and their
-    MD5 when it was taken as they arrived ("": not known)."""
+    MD5 as the worker that wrote them reported it ("": not known)."""
 
     spool: Spool
     offset: int
@@ -264,8 +264,8 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
         for k, v in headers.items():
             resp.headers[k] = v
         # ZeroCloud sent the MD5 of the time; the MD5 of the body is what an
-        # HTTP client can check.  A body of one output has it from when it
-        # was spooled; several are read once more, before the headers go
+        # HTTP client can check.  A body of one output has it from the
+        # worker's reply; several are read once more, before the headers go
         # (at most zerovm_maxjoboutput).
         resp.headers["Etag"] = body_md5(body)
         if any(r.report is not None for r in results):

@@ -17,7 +17,6 @@ the outputs of the nodes that connect to it) are sent the same way.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -237,15 +236,12 @@ def spool_reply(resp: Any, budget: jobs.Budget, spool: Spool) -> SpooledReply:
         payloads = []
         for n in lengths:
             start = spool.size
-            # Digested as it arrives: the answer's Etag needs no second read.
-            digest = hashlib.md5(usedforsecurity=False)
             while spool.size - start < n:
                 piece = reader.read(min(REPLY_PIECE, n - (spool.size - start)))
                 if not piece:
                     raise protocol.ProtocolError("message length does not match its header")
                 spool.append(piece)
-                digest.update(piece)
-            payloads.append(Segment(spool, start, n, digest.hexdigest()))
+            payloads.append(Segment(spool, start, n))
         if reader.read(1):
             raise protocol.ProtocolError("message length does not match its header")
     except BaseException:

@@ -210,7 +210,16 @@ class JobRunner:
             report.exit_state = report.exit_state.replace(program, request.program_name)
         names = tuple(out.alias for out in request.outputs if not out.stream)   # streams went as they came
         data = [report.outputs.get(a, b"") for a in names]
-        return protocol.RunReply(job_report(report), names), data
+        return protocol.RunReply(job_report(report), names, output_digests(report, names, data)), data
+
+
+def output_digests(report: sandbox_report.Report, names: Sequence[str], data: Sequence[bytes]) -> tuple[str, ...]:
+    """Each output's MD5: a sequential channel's tag is that already (its
+    bytes in the order written); the random-access output's is taken now."""
+    tags = {ch.alias: ch.etag for ch in report.channels}
+    return tuple(tag if alias != RANDOM_OUTPUT and (tag := tags.get(alias)) else
+                 hashlib.md5(content, usedforsecurity=False).hexdigest()
+                 for alias, content in zip(names, data))
 
 
 def failed(code: int, message: str, validator: int = 1) -> protocol.JobReport:
