@@ -13,7 +13,7 @@ from zerolab.zerocloud import protocol
 from zerolab.zerocloud.job import JobError
 
 from .test_apps import TEMPLATE, app_of
-from .test_proxy_filter import make_cluster, one_line_reason, post
+from .test_proxy_filter import make_cluster, one_line_reason, post, ran
 
 
 @pytest.fixture
@@ -268,6 +268,46 @@ def test_a_repeated_get_execution_runs_the_template_it_kept_without_fetching_it(
     assert cluster.swift.seen.count(template) == 2
 
 
+def test_a_repeated_get_execution_runs_at_once_with_its_objects_head_beside(cluster):
+    cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
+    mw = cluster.filter()
+    assert get(mw, "/open/a/c/data.txt")[0] == 200
+    assert mw.opened_types == {"swift://a/c/data.txt": "text/plain"}
+    del cluster.swift.seen[:]
+    status, headers, data = get(mw, "/open/a/c/data.txt")
+    assert (status, data) == (200, b"hello\n"), data
+    # One HEAD (the run's check) and one run: nothing made twice.
+    assert cluster.swift.seen.count(("HEAD", "/v1/a/c/data.txt")) == 1
+    assert [entry[0] for entry in cluster.swift.seen].count("EXECUTE") == 1
+    assert headers["X-Nexe-Colocated"] != "0"
+
+
+def test_an_object_gone_since_its_last_get_execution_is_the_same_404(cluster):
+    cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
+    mw = cluster.filter()
+    assert get(mw, "/open/a/c/data.txt")[0] == 200
+    del cluster.swift.objects["/v1/a/c/data.txt"], cluster.swift.meta["/v1/a/c/data.txt"]
+    gone = get(mw, "/open/a/c/data.txt")
+    never = get(cluster.filter(), "/open/a/c/data.txt")
+    assert gone[0] == never[0] == 404
+    assert one_line_reason(gone[2]) == one_line_reason(never[2])
+    assert mw.opened_types == {}
+
+
+def test_a_template_that_connects_is_always_run_from_the_objects_head(cluster):
+    cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
+    pipeline = [{"name": "show", "exec": {"path": "file://python:python", "args": "show.py"}, "connect": ["sum"],
+                 "devices": [{"name": "stdin", "path": "{.object_path}"}]},
+                {"name": "sum", "exec": {"path": "file://python:python", "args": "sum.py"},
+                 "devices": [{"name": "stdout"}]}]
+    cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = json.dumps(pipeline).encode()
+    mw = cluster.filter()
+    assert get(mw, "/open/a/c/data.txt")[0] == 200
+    assert mw.opened_types == {}
+
+
 def test_an_object_whose_type_changed_runs_its_new_types_template(cluster):
     cluster.swift.objects["/v1/a/c/data"] = b"a,b\n"
     cluster.swift.meta["/v1/a/c/data"] = {"Content-Type": "text/plain"}
@@ -276,9 +316,13 @@ def test_an_object_whose_type_changed_runs_its_new_types_template(cluster):
     mw = cluster.filter()
     assert get(mw, "/open/a/c/data")[0] == 200
     cluster.swift.meta["/v1/a/c/data"] = {"Content-Type": "text/csv"}
+    cluster.servers.answer = lambda ip, request, payloads: ran(" ".join(request.args).encode())(ip, request, payloads)
+    runs = len(cluster.servers.executes)
     status, _, data = get(mw, "/open/a/c/data")
-    assert (status, data) == (200, b"hello\n"), data
-    assert cluster.servers.executes[-1]["request"].args == ("show", "table.py", "xml")
+    # Run first as the text/plain it was (its HEAD beside), that run dropped
+    # unanswered, then from its HEAD as the text/csv it is.
+    assert [e["request"].args[1] for e in cluster.servers.executes[runs:]] == ["show.py", "table.py"]
+    assert (status, data) == (200, b"show table.py xml"), data
     # A type with no template: the 404 names that type's place, though the
     # templates of the types before are kept.
     cluster.swift.meta["/v1/a/c/data"] = {"Content-Type": "text/x-other"}
@@ -319,12 +363,17 @@ def test_a_kept_template_counts_against_zerovm_maxjobinput(cluster):
         assert status == 413 and "zerovm_maxjobinput" in one_line_reason(data), data
 
 
-def test_an_object_the_caller_may_no_longer_read_runs_nothing_though_its_template_is_kept(cluster):
+def test_an_object_the_caller_may_no_longer_read_returns_nothing_of_a_run(cluster):
+    # Run again as the type it had, its HEAD beside the run (as a POSTed
+    # job's): that HEAD refuses, nothing of the run is answered, and the GET
+    # is made again from a HEAD, which answers.
     cluster.swift.meta["/v1/a/c/data.txt"] = {"Content-Type": "text/plain"}
     cluster.swift.objects["/v1/a/.zvm/text/plain/config"] = TEMPLATE
     mw = cluster.filter()
     assert get(mw, "/open/a/c/data.txt")[0] == 200
-    runs = len(cluster.servers.executes)
     cluster.swift.forbidden.add("/v1/a/c/data.txt")
-    assert get(mw, "/open/a/c/data.txt")[0] == 403
-    assert len(cluster.servers.executes) == runs
+    status, _, data = get(mw, "/open/a/c/data.txt")
+    assert status == 403 and b"hello" not in data
+    assert one_line_reason(data)
+
+

@@ -44,7 +44,7 @@ from .job import JobError, SwiftPath
 from .proxy_config import CONNECT_MODES, ProxyConfig
 from .response import Result, Segment, Spool, close_spools, header_value, job_response
 from .routing import Answer, ObjectServerClient, Piece, ReplicaRouter, RingNode, Route, Started
-from .subrequests import CallerSubrequests, JobCost, Program, etag_of, refuse_unless_plain
+from .subrequests import CallerSubrequests, JobCost, Program, content_type, etag_of, refuse_unless_plain
 
 # Statuses after which another replica may have the object or a free slot;
 # anything else is final.
@@ -112,16 +112,27 @@ class Launched:
     streaming: bool = True   # False: a node of the job that connects nowhere, run as staged runs it
 
 
+class GuessWrong(Exception):
+    """An object a GET execution ran without its HEAD first is not what it
+    was taken for (another type, or refused): nothing of the run is kept."""
+
+
 class JobRun:
     """The stages of one job, run for the caller of ``req``."""
 
     def __init__(self, req: Request, config: ProxyConfig, objects: CallerSubrequests, router: ReplicaRouter,
-                 object_servers: ObjectServerClient, cost: JobCost, heads: Mapping[str, Response] | None = None):
+                 object_servers: ObjectServerClient, cost: JobCost, heads: Mapping[str, Response] | None = None,
+                 guessed: Mapping[str, str] | None = None):
         self.req = req
         # Object HEADs the request made before the job (a GET execution's
         # object), by swift:// path: an instance reading one checks it with
         # that answer instead of asking again.
         self.heads = dict(heads or {})
+        # Objects a GET execution ran before their HEAD, by swift:// path,
+        # and the type it took each for: the instance that reads one where it
+        # is stored checks it beside its run, and a HEAD that disagrees
+        # raises GuessWrong (proxy.open then makes the HEAD first).
+        self.guessed = dict(guessed or {})
         self.config = config
         self.objects = objects
         self.router = router
@@ -148,6 +159,8 @@ class JobRun:
         for stage in stages:
             for inst in stage:
                 plans[inst.name] = self.plan(inst)
+        if set(self.guessed) - {str(p.local.path) for p in plans.values() if p.local is not None}:
+            raise GuessWrong("no instance reads the object where it is stored, so none would check it")
         # The objects' HEADs start now and run beside the nodes, a stage's
         # after the stage before's; a stage waits for its own before its
         # results count.
@@ -418,14 +431,19 @@ class JobRun:
         where = f"node {inst.name!r}"
         refused: JobError | None = None
         if plan.local is not None and plan.local.path is not None:
+            guessed = self.guessed.get(str(plan.local.path))
             try:
                 made = self.heads.get(str(plan.local.path))
                 head = made if made is not None else self.objects.check_readable(self.req, plan.local.path, where)
+                if guessed is not None and content_type(head) != guessed:
+                    raise GuessWrong(f"{plan.local.path} is no longer {guessed}")
                 size = head.content_length or 0
                 if size > self.config.max_input:
                     raise JobError(413, f"{where}: {plan.local.path} is {size} bytes, more than zerovm_maxinput "
                                         f"({self.config.max_input})")
             except JobError as e:
+                if guessed is not None:
+                    raise GuessWrong(f"{plan.local.path}: {e.reason}") from None
                 refused = e
         changed = None
         program = plan.program

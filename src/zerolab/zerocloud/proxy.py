@@ -112,6 +112,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -121,17 +122,19 @@ from swift.common.utils import get_logger, split_path
 
 from . import apps
 from . import job as jobs
-from .execution import JobRun
+from .execution import GuessWrong, JobRun
 from .job import JobError, SwiftPath
 from .proxy_config import DEFAULTS, ProxyConfig
 from .response import one_line, text
 from .routing import ObjectServerClient, ReplicaRouter
-from .subrequests import CallerSubrequests, JobCost
+from .subrequests import CallerSubrequests, JobCost, content_type
 
 # ZeroCloud's GET execution: the header's value, and the path that implies it.
 OPEN = "open/1.0"
 OPEN_PREFIX = "/open/"
 READ_PIECE = 1 << 16
+# The objects whose type a proxy worker remembers from their last GET execution.
+OPENED_TYPES = 1024
 
 
 class ProxyQueryMiddleware:
@@ -143,6 +146,8 @@ class ProxyQueryMiddleware:
         self.router = ReplicaRouter(app, config)
         self.object_servers = ObjectServerClient(config)
         self.templates = apps.TemplateCache(config.template_cache)
+        # Per object path, the type whose template its last GET execution ran.
+        self.opened_types: OrderedDict[str, str] = OrderedDict()
         register_swift_info("zerovm", version="1.0", sysimages=sorted(config.sysimages),
                             timeout=config.timeout, max_input=config.max_input,
                             max_output=config.max_output, max_config=config.max_config,
@@ -248,10 +253,30 @@ class ProxyQueryMiddleware:
                                                                        PATH_INFO=f"/v1/{account}")))
         if denied is not None:
             return denied
-        cost = JobCost(self.config.max_job_input, self.config.max_job_output)
+        # An object whose last GET execution ran a template runs as that
+        # type again at once, its HEAD beside the run instead of before it
+        # (JobRun.guessed): one round trip fewer.  When that HEAD disagrees,
+        # nothing of the run is kept and the GET starts again from its HEAD.
+        guess = self.opened_types.get(str(path))
+        if guess is not None:
+            try:
+                return self.run_opened(req, path, guess, None, started)
+            except (GuessWrong, JobError):
+                self.opened_types.pop(str(path), None)
         head = self.objects.check_readable(req, path, where)
-        ctype = str(head.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return self.run_opened(req, path, content_type(head), head, started)
+
+    def run_opened(self, req: Request, path: SwiftPath, ctype: str, head: Response | None,
+                   started: float) -> Response:
+        """What is registered for an object of type ``ctype``, run on it:
+        checked with ``head`` (its HEAD, made before), or with one made
+        beside the run when that is None (a template's run only)."""
+        where = "open/1.0"
+        account, container, obj = path.account, path.container, path.obj
+        cost = JobCost(self.config.max_job_input, self.config.max_job_output)
         kind = opened_as(ctype, obj)
+        if head is None and kind != "template":
+            raise GuessWrong(f"{path}: a {kind} is run from its HEAD")
         params = {native(str(k), "the query"): native(str(v), "the query") for k, v in req.params.items()}
         if kind == "program":
             program = {"name": "open", "exec": {"path": str(path), "args": params.get("args", "")},
@@ -266,11 +291,17 @@ class ProxyQueryMiddleware:
             template = self.template(req, cost, account, ctype, where)
             job = apps.fill_template(template, params, str(path), self.config.max_config)
             nodes = self.parse_job(job, "job", account, cost)
+            if not any(node.connect for node in nodes):   # run as one stage: its HEAD can wait beside it
+                self.remember_type(str(path), ctype)
+            elif head is None:
+                raise GuessWrong(f"{path}: its template connects nodes")
         # ZeroCloud's CGI variables: what the program knows of the GET.
         cgi = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/{account}/{container}/{obj}",
                "QUERY_STRING": req.query_string or "", "CONTENT_TYPE": ctype}
         for node in nodes:
             node.env = dict(cgi, **node.env)
+        if head is None:
+            return self.run(req, nodes, cost, started, guessed={str(path): ctype})
         # The instance that reads the object where it is stored checks it
         # with this HEAD, made before it runs, instead of another.
         return self.run(req, nodes, cost, started, heads={str(path): head})
@@ -295,6 +326,12 @@ class ProxyQueryMiddleware:
                                 f"/v1/{account}/{apps.REGISTRY_CONTAINER}/{name}") from None
         self.templates.put(str(registered), template)
         return template
+
+    def remember_type(self, path: str, ctype: str) -> None:
+        self.opened_types[path] = ctype
+        self.opened_types.move_to_end(path)
+        while len(self.opened_types) > OPENED_TYPES:
+            self.opened_types.popitem(last=False)
 
     def authorize_execution(self, req: Request, account: str, post: Request) -> Response | None:
         """Whether the caller may run jobs billed to ``account``: what the auth
@@ -329,9 +366,9 @@ class ProxyQueryMiddleware:
         return jobs.parse_script(data, config.sysimages, stdin, own_account=account, posted=posted)
 
     def run(self, req: Request, nodes: list[jobs.Node], cost: JobCost, started: float,
-            heads: Mapping[str, Response] | None = None) -> Response:
+            heads: Mapping[str, Response] | None = None, guessed: Mapping[str, str] | None = None) -> Response:
         stages = jobs.expand(nodes, lambda path: self.objects.list_objects(req, path), self.config.max_nodes)
-        run = JobRun(req, self.config, self.objects, self.router, self.object_servers, cost, heads)
+        run = JobRun(req, self.config, self.objects, self.router, self.object_servers, cost, heads, guessed)
         resp = run.run(stages, started)
         # What ZeroCloud would have ignored too, said rather than silently dropped.
         ignored = jobs.ignored_keys(nodes)

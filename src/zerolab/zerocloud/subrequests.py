@@ -97,6 +97,11 @@ def wsgi_str(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
+def content_type(head: Response) -> str:
+    """An object's type as its HEAD gives it, without parameters."""
+    return str(head.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
 def refuse_unless_plain(head: Response, path: SwiftPath, what: str) -> None:
     """JobError unless an object's HEAD says the caller may read it and it is
     a plain object (not a large object manifest or a symlink, whose data are
