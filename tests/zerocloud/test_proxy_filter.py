@@ -142,6 +142,9 @@ class Reply:
     def getheader(self, name):
         return self.headers.get(name)
 
+    def close(self):
+        self.closed = True
+
 
 class ObjectServers:
     """Fake object servers: each EXECUTE is decoded, recorded and answered by

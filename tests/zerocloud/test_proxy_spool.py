@@ -5,6 +5,7 @@ files are gone once the answer is closed, however early.  The fakes are
 test_proxy_filter.py's; the object servers here answer with replies made up
 as they are read, so that the test holds no output whole either."""
 
+import functools
 import hashlib
 import io
 import json
@@ -32,8 +33,9 @@ def pattern(start, n):
     return bytes(out)
 
 
-def digest_of(size):
-    h = hashlib.sha256()
+@functools.cache
+def digest_of(size, algorithm="sha256"):
+    h = hashlib.new(algorithm)
     for start in range(0, size, MiB):
         h.update(pattern(start, min(MiB, size - start)))
     return h.hexdigest()
@@ -45,10 +47,12 @@ class StreamedReply:
 
     status = 200
 
-    def __init__(self, outputs, report=OK_REPORT, length=True, cut=0):
+    def __init__(self, outputs, report=OK_REPORT, length=True, cut=0, digests=False):
         aliases = tuple(alias for alias, _ in outputs)
         self.sizes = [size for _, size in outputs]
-        head = json.dumps(dict(protocol.RunReply(report, aliases).to_wire(), payloads=self.sizes)).encode()
+        # digests: each output's MD5 in the reply, as the worker sends it
+        md5s = tuple(digest_of(size, "md5") for size in self.sizes) if digests else ()
+        head = json.dumps(dict(protocol.RunReply(report, aliases, md5s).to_wire(), payloads=self.sizes)).encode()
         self.head = struct.pack("!I", len(head)) + head
         self.total = len(self.head) + sum(self.sizes)
         self.end = self.total - cut   # cut: the connection drops that many bytes early
@@ -75,6 +79,9 @@ class StreamedReply:
 
     def getheader(self, name):
         return self.headers.get(name)
+
+    def close(self):
+        self.closed = True
 
 
 def answering(outputs_for, **kwargs):
@@ -158,6 +165,86 @@ def test_small_outputs_stay_in_memory_and_outputs_follow_one_another(cluster):
     data = b"".join(body)
     assert data == pattern(0, 1000) + pattern(0, 3000)
     assert headers["Content-Length"] == "4000"
+
+
+# ------------------------------------------- one instance: straight through
+def replying(outputs, **kwargs):
+    """Object servers whose every reply is one StreamedReply with digests, kept to look at."""
+    replies = []
+
+    def answer(ip, request, payloads):
+        replies.append(StreamedReply(outputs, digests=True, **kwargs))
+        return replies[-1]
+    return answer, replies
+
+
+def test_one_instances_output_goes_straight_to_the_caller_with_its_workers_md5(cluster):
+    size = 16 * MiB + 12345
+    cluster.servers.answer, replies = replying([("/dev/stdout", size)])
+    mw = cluster.filter(zerovm_spool_dir=cluster.spool, zerovm_maxoutput=64 * MiB, zerovm_maxjoboutput=64 * MiB)
+    digest_of(size, "md5")   # the fake's digest, made before the proxy's memory is traced
+    tracemalloc.start()
+    try:
+        status, headers, body = start(mw, WORDCOUNT)
+        assert status == 200
+        assert headers["Content-Length"] == str(size) and headers["X-Nexe-Status"] == "ok"
+        assert headers["Etag"] == digest_of(size, "md5")
+        assert replies[0].pos < 64 << 10   # headers sent before the output was read
+        h = hashlib.sha256()
+        for piece in body:
+            assert len(piece) <= 64 << 10
+            assert open_in(cluster.spool) == []   # never spooled
+            h.update(piece)
+        body.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert h.hexdigest() == digest_of(size)
+    assert peak < 2 * MiB, peak
+    assert replies[0].closed
+
+
+def test_outputs_not_answered_are_read_and_dropped_on_the_way(cluster):
+    # stdout is answered; the stderr the job does not name comes back too (a
+    # worker may send it) and must not reach the body.
+    cluster.servers.answer, _ = replying([("/dev/stderr", 70000), ("/dev/stdout", 100000)])
+    status, headers, data = post(cluster.filter(zerovm_spool_dir=cluster.spool), WORDCOUNT)
+    assert (status, data) == (200, pattern(0, 100000))
+    assert headers["Etag"] == hashlib.md5(data).hexdigest()
+
+
+def test_a_client_that_goes_away_hangs_up_on_the_object_server(cluster):
+    cluster.servers.answer, replies = replying([("/dev/stdout", 4 * MiB)])
+    status, _, body = start(cluster.filter(zerovm_spool_dir=cluster.spool), WORDCOUNT)
+    pieces = iter(body)
+    assert status == 200 and next(pieces) == pattern(0, 64 << 10)
+    body.close()
+    assert replies[0].closed and replies[0].pos < MiB
+
+
+def test_a_reply_its_heads_refuse_is_hung_up_on_unread(cluster):
+    cluster.swift.forbidden.add("/v1/a/c/data.txt")   # its HEAD, beside the run, refuses
+    cluster.servers.answer, replies = replying([("/dev/stdout", 4 * MiB)])
+    status, _, data = post(cluster.filter(zerovm_spool_dir=cluster.spool), WORDCOUNT)
+    assert status == 403 and pattern(0, 100) not in data
+    assert replies[0].closed and replies[0].pos < 64 << 10
+
+
+def test_a_reply_cut_short_on_the_way_ends_the_body_with_an_error(cluster):
+    cluster.servers.answer, replies = replying([("/dev/stdout", 2 * MiB)], cut=1000)
+    status, headers, body = start(cluster.filter(zerovm_spool_dir=cluster.spool), WORDCOUNT)
+    assert status == 200 and headers["Content-Length"] == str(2 * MiB)
+    with pytest.raises(protocol.ProtocolError, match="message length does not match its header"):
+        b"".join(body)   # the WSGI server drops the connection: the client sees a short body
+    assert replies[0].closed
+
+
+def test_two_answered_outputs_are_spooled_and_hashed_together(cluster):
+    cluster.servers.answer, _ = replying([("/dev/stdout", 1000), ("/dev/output", 3000)])
+    job = [dict(WORDCOUNT[0], devices=WORDCOUNT[0]["devices"] + [{"name": "output"}])]
+    status, headers, data = post(cluster.filter(zerovm_spool_dir=cluster.spool), job)
+    assert (status, data) == (200, pattern(0, 1000) + pattern(0, 3000))
+    assert headers["Etag"] == hashlib.md5(data).hexdigest()
 
 
 # --------------------------------------------------------------- the cap

@@ -42,8 +42,18 @@ from . import job as jobs
 from .connect_streams import CONNECT_HEADER, TargetFeed, Wiring
 from .job import JobError, SwiftPath
 from .proxy_config import CONNECT_MODES, ProxyConfig
-from .response import Result, Segment, Spool, close_spools, header_value, job_response
-from .routing import Answer, ObjectServerClient, Piece, ReplicaRouter, RingNode, Route, Started
+from .response import Result, Segment, Spool, answered, close_spools, header_value, job_response, streamed_response
+from .routing import (
+    Answer,
+    ObjectServerClient,
+    OpenReply,
+    Piece,
+    ReplicaRouter,
+    RingNode,
+    Route,
+    Started,
+    StreamedReply,
+)
 from .subrequests import CallerSubrequests, JobCost, Program, content_type, etag_of, refuse_unless_plain
 
 # Statuses after which another replica may have the object or a free slot;
@@ -117,6 +127,15 @@ class GuessWrong(Exception):
     was taken for (another type, or refused): nothing of the run is kept."""
 
 
+def answers_as_it_comes(stages: list[list[jobs.Instance]]) -> bool:
+    """Whether a job is one instance, run once, that writes no object: all
+    it returns goes to the caller, who can have it as it comes."""
+    if len(stages) != 1 or len(stages[0]) != 1:
+        return False
+    inst = stages[0][0]
+    return inst.node.replicate <= 1 and all(dev.path is None for dev in inst.writable())
+
+
 class JobRun:
     """The stages of one job, run for the caller of ``req``."""
 
@@ -167,6 +186,8 @@ class JobRun:
         checks: list[Pending[list[Verdict]]] = []
         for stage in stages:
             checks.append(spawn(self.check_stage, stage, plans, checks[-1] if checks else None))
+        if staged_because is None and answers_as_it_comes(stages):
+            return self.run_answered_as_it_comes(stages[0][0], plans[stages[0][0].name], checks[0], started)
         if staged_because == "":
             streamed = self.run_streamed(stages, plans, checks)
             if not isinstance(streamed, str):
@@ -205,6 +226,66 @@ class JobRun:
                             for rest in later for inst in rest]
                 break
         return self.answer(results, started, None if staged_because is None else f"staged: {staged_because}")
+
+    def run_answered_as_it_comes(self, inst: jobs.Instance, plan: Plan, checked: Pending[list[Verdict]],
+                                 started: float) -> Response:
+        """A job of one instance whose outputs all come back to the caller:
+        its reply is read up to its payloads, and once its HEADs agree it
+        goes on to the caller as it comes, not spooled (its Etag is the
+        worker's MD5).  A reply that cannot (a node stopped, several
+        outputs, no digest) is spooled and answered as any run; one the
+        HEADs do not accept is hung up on, unread, and settled as any."""
+        pieces, route = self.request_of(inst, plan, {})
+        headers = dict(route.headers, **{"Content-Length": str(sum(map(len, pieces)))})
+        answer, node = self.first_to_take(inst, plan, route, lambda node: self.object_servers.open_reply(
+            node, route.partition, route.path, headers, pieces, self.cost.outputs))
+        opened = answer.opened
+        result, reply = Result(inst), None
+        if node is None or opened is None:
+            result.fail(answer.status, answer.reason)
+        else:
+            result, reply = self.take_header(result, opened, node, answer.colocated)
+        if opened is not None and node is not None and reply is not None:
+            digests = dict(zip(reply.outputs, reply.digests))
+            lengths = dict(zip(reply.outputs, opened.lengths))
+            kept, _ = answered(inst, lengths)
+            if result.status != 200 or len(kept) > 1 or any(not digests.get(alias) for alias in kept):
+                spooled = self.object_servers.spool_opened(opened, node, answer.colocated, self.cost.outputs,
+                                                           self.new_spool())
+                if spooled.status == 200:
+                    result = self.take_reply(Result(inst), spooled, node)
+                else:
+                    result = Result(inst).fail(spooled.status, f"node {inst.name!r}: {spooled.reason}")
+            else:
+                try:
+                    [verdict] = checked.wait()
+                except BaseException:
+                    opened.close()
+                    raise
+                if verdict.refused is None and verdict.changed is None:
+                    body = StreamedReply(opened, [alias in kept for alias in reply.outputs], self.cost.outputs,
+                                         self.config.timeout + 30)
+                    return streamed_response(result, lengths, digests, started, body)
+                opened.close()   # settled below as a refused or changed run, its outputs never read
+                self.cost.outputs.give_back(opened.taken)
+        settled = self.settle([result], checked.wait(), {inst.name: plan}, {}, GreenPool(1))
+        return self.answer(settled, started, None)
+
+    def take_header(self, result: Result, opened: OpenReply, node: RingNode,
+                    colocated: str) -> tuple[Result, protocol.RunReply | None]:
+        """An opened reply's header as the instance's result so far: its
+        report and status (its outputs still on the wire)."""
+        try:
+            reply = protocol.RunReply.from_wire(opened.header)
+        except protocol.ProtocolError as e:
+            opened.close()
+            self.cost.outputs.give_back(opened.taken)
+            return result.fail(503, f"node {result.inst.name!r}: bad reply from {node['ip']}: {e}"), None
+        result.report, result.colocated = reply.report, colocated
+        status = exit_status.http_status(reply.report.exit_code)
+        if status != 200:
+            result.fail(status, f"node {result.inst.name!r}: {reply.report.exit_state}")
+        return result, reply
 
     def answer(self, results: list[Result], started: float, mode: str | None) -> Response:
         resp = job_response(results, started, self.spools)
@@ -508,6 +589,13 @@ class JobRun:
         result.spool, result.taken, result.outputs, result.report, result.colocated = None, 0, {}, None, "0"
 
     def execute(self, inst: jobs.Instance, plan: Plan, fed: Fed) -> Result:
+        pieces, route = self.request_of(inst, plan, fed)
+        if inst.node.replicate > 1:
+            return self.run_copies(inst, plan, route, pieces)
+        return self.run_on(inst, plan, route, pieces)[0]
+
+    def request_of(self, inst: jobs.Instance, plan: Plan, fed: Fed) -> tuple[list[Piece], Route]:
+        """An instance's EXECUTE, as its pieces, and where it may go."""
         payloads: list[Piece] = list(plan.payloads)
         inputs = list(plan.request.inputs)
         for source in inst.sources:
@@ -522,10 +610,7 @@ class JobRun:
         # piece at a time.
         header = protocol.frame_header(dict(request.to_wire(), payloads=[len(p) for p in payloads]))
         pieces: list[Piece] = [header, *(p for p in payloads if len(p))]
-        route = self.router.route(self.req, plan.local, plan.account)
-        if inst.node.replicate > 1:
-            return self.run_copies(inst, plan, route, pieces)
-        return self.run_on(inst, plan, route, pieces)[0]
+        return pieces, self.router.route(self.req, plan.local, plan.account)
 
     def run_copies(self, inst: jobs.Instance, plan: Plan, route: Route, pieces: list[Piece]) -> Result:
         """ZeroCloud's ``replicate``: copies of the instance, one after

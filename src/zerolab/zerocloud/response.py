@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from swift.common.swob import Response
@@ -253,12 +253,9 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
         for r in results:
             if r.inst.node.connect or r.status != 200:
                 continue   # its stdout went to the nodes it connects to, or it did not finish
-            for dev in r.inst.writable():
-                if dev.path is None:
-                    output = r.outputs.get(dev.alias)
-                    if output is not None and output.length and output.length >= dev.min_size:
-                        body.append(output)
-                    ctype = ctype or dev.content_type
+            aliases, own_type = answered(r.inst, {alias: len(output) for alias, output in r.outputs.items()})
+            body += [r.outputs[alias] for alias in aliases]
+            ctype = ctype or own_type
         resp = Response(status=200, app_iter=OutputStream(body, spools), content_type=ctype or "text/plain")
         resp.content_length = sum(output.length for output in body)
         for k, v in headers.items():
@@ -273,6 +270,37 @@ def job_response(results: list[Result], started: float, spools: Sequence[Spool])
     except BaseException:
         close_spools(spools)
         raise
+    return resp
+
+
+def answered(inst: jobs.Instance, lengths: Mapping[str, int]) -> tuple[list[str], str | None]:
+    """Of an instance's outputs (their lengths, by alias), those the answer
+    carries, in order: without a path, not empty, at least min_size; and
+    the answer's type its first pathless device names."""
+    aliases: list[str] = []
+    ctype = None
+    for dev in inst.writable():
+        if dev.path is None:
+            length = lengths.get(dev.alias, 0)
+            if length and length >= dev.min_size:
+                aliases.append(dev.alias)
+            ctype = ctype or dev.content_type
+    return aliases, ctype
+
+
+def streamed_response(result: Result, lengths: Mapping[str, int], digests: Mapping[str, str], started: float,
+                      body: Iterable[bytes]) -> Response:
+    """The answer of a job of one instance whose reply goes straight on
+    (execution.JobRun.stream_answer): the headers job_response would give,
+    its outputs' ``lengths`` and ``digests`` by alias, then ``body``, which
+    carries what answered() keeps of them."""
+    aliases, ctype = answered(result.inst, lengths)
+    resp = Response(status=200, app_iter=body, content_type=ctype or "text/plain")
+    resp.content_length = sum(lengths[alias] for alias in aliases)
+    for k, v in nexe_headers([result], started).items():
+        resp.headers[k] = v
+    resp.headers["Etag"] = digests[aliases[0]] if aliases else hashlib.md5(usedforsecurity=False).hexdigest()
+    resp.headers["X-Nexe-Cached"] = "true"
     return resp
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,26 @@ class SpooledReply:
 
 
 @dataclass(frozen=True)
+class OpenReply:
+    """A 200 reply read up to the end of its header: its payloads (of
+    ``lengths``, within the job's output budget) still to come on ``resp``;
+    the header took ``taken`` bytes of that budget."""
+
+    header: protocol.Header
+    lengths: list[int]
+    resp: Any
+    conn: Any
+    taken: int
+
+    def close(self) -> None:
+        for connection in (self.resp, self.conn):
+            try:
+                connection.close()
+            except OSError:
+                pass
+
+
+@dataclass(frozen=True)
 class Answer:
     """An object server's answer to one EXECUTE: a 200 carries the reply
     (spooled, or its bytes when no spool was asked for) and the co-location
@@ -88,6 +108,7 @@ class Answer:
     reply: SpooledReply | None = None
     final: bool = False
     started: Started | None = None
+    opened: OpenReply | None = None
 
 
 @dataclass(frozen=True)
@@ -223,16 +244,34 @@ def spool_reply(resp: Any, budget: jobs.Budget, spool: Spool) -> SpooledReply:
     error what was taken is given back and the spool is closed."""
     reader = BudgetedReader(resp, budget)
     try:
-        length = resp.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > budget.remaining:
-            raise JobError(413, budget.reason)
-        (size,) = struct.unpack("!I", reader.exact(4))
-        if size > protocol.MAX_HEADER:
-            raise protocol.ProtocolError(f"header of {size} bytes is too large")
-        header = protocol.parse_header(reader.exact(size))
-        lengths = protocol.payload_lengths(header)
-        if sum(lengths) > budget.remaining:
-            raise JobError(413, budget.reason)
+        header, lengths = read_reply_header(resp, reader, budget)
+    except BaseException:
+        budget.give_back(reader.taken)
+        spool.close()
+        raise
+    return spool_payloads(reader, header, lengths, budget, spool)
+
+
+def read_reply_header(resp: Any, reader: BudgetedReader, budget: jobs.Budget) -> tuple[protocol.Header, list[int]]:
+    """A reply's header and its payloads' lengths, which must fit in the budget."""
+    length = resp.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > budget.remaining:
+        raise JobError(413, budget.reason)
+    (size,) = struct.unpack("!I", reader.exact(4))
+    if size > protocol.MAX_HEADER:
+        raise protocol.ProtocolError(f"header of {size} bytes is too large")
+    header = protocol.parse_header(reader.exact(size))
+    lengths = protocol.payload_lengths(header)
+    if sum(lengths) > budget.remaining:
+        raise JobError(413, budget.reason)
+    return header, lengths
+
+
+def spool_payloads(reader: BudgetedReader, header: protocol.Header, lengths: list[int], budget: jobs.Budget,
+                   spool: Spool) -> SpooledReply:
+    """The rest of a reply, its header read, copied into ``spool``; on any
+    error what was taken is given back and the spool is closed."""
+    try:
         payloads = []
         for n in lengths:
             start = spool.size
@@ -249,6 +288,36 @@ def spool_reply(resp: Any, budget: jobs.Budget, spool: Spool) -> SpooledReply:
         spool.close()
         raise
     return SpooledReply(header, payloads, spool, reader.taken)
+
+
+class StreamedReply:
+    """The answer's body read straight from an opened reply: of its
+    payloads, those ``kept`` are passed on a piece at a time, the others
+    read and dropped; every byte is taken from the job's output budget.
+    Closing it (the WSGI server does) hangs up on the object server."""
+
+    def __init__(self, opened: OpenReply, kept: Sequence[bool], budget: jobs.Budget, timeout: float):
+        self.opened = opened
+        self.kept = list(kept)
+        self.reader = BudgetedReader(opened.resp, budget)
+        self.timeout = timeout
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for n, keep in zip(self.opened.lengths, self.kept):
+                while n > 0:
+                    with Timeout(self.timeout):
+                        piece = self.reader.read(min(REPLY_PIECE, n))
+                    if not piece:
+                        raise protocol.ProtocolError("message length does not match its header")
+                    n -= len(piece)
+                    if keep:
+                        yield piece
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.opened.close()
 
 
 class ObjectServerClient:
@@ -280,6 +349,57 @@ class ObjectServerClient:
             return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
         except (Exception, Timeout) as e:
             return Answer(503, f"object server {where} failed: {e}")
+
+    def open_reply(self, node: RingNode, partition: int, path: str, headers: Mapping[str, str],
+                   pieces: Sequence[Piece], outputs: jobs.Budget) -> Answer:
+        """One EXECUTE to one object server, its 200's reply read up to its
+        payloads (the answer's ``opened``: checked against the job's output
+        budget, not yet taken from it), for its caller to stream or spool.
+        Another status is the first line or so of its body."""
+        where = f"{node['ip']}:{node['port']}/{node['device']}"
+        conn = None
+        try:
+            conn = self.connect(node, partition, path, headers)
+            with Timeout(self.config.timeout + 30):
+                resp = send_pieces(conn, pieces, chunked=False)
+                if resp.status != 200:
+                    answer = refused(resp)
+                    conn.close()
+                    return answer
+                reader = BudgetedReader(resp, outputs)
+                try:
+                    header, lengths = read_reply_header(resp, reader, outputs)
+                except BaseException:
+                    outputs.give_back(reader.taken)
+                    raise
+            colocated = resp.getheader("X-Nexe-Colocated") or "0"
+            return Answer(200, colocated=colocated, opened=OpenReply(header, lengths, resp, conn, reader.taken))
+        except (Exception, Timeout) as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, JobError):
+                return Answer(e.status, e.reason)
+            if isinstance(e, protocol.ProtocolError):
+                return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
+            return Answer(503, f"object server {where} failed: {e}")
+
+    def spool_opened(self, opened: OpenReply, node: RingNode, colocated: str, outputs: jobs.Budget,
+                     spool: Spool) -> Answer:
+        """The rest of an opened reply, spooled as send's."""
+        try:
+            reader = BudgetedReader(opened.resp, outputs)
+            reader.taken = opened.taken   # given back with the rest on an error
+            with Timeout(self.config.timeout + 30):
+                reply = spool_payloads(reader, opened.header, opened.lengths, outputs, spool)
+            return Answer(200, colocated=colocated, reply=reply)
+        except JobError as e:
+            return Answer(e.status, e.reason)
+        except protocol.ProtocolError as e:
+            return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
+        except (Exception, Timeout) as e:
+            return Answer(503, f"object server {node['ip']}:{node['port']}/{node['device']} failed: {e}")
+        finally:
+            opened.close()
 
     def start(self, node: RingNode, partition: int, path: str, headers: Mapping[str, str],
               pieces: Sequence[Piece], chunked: bool) -> Answer:
