@@ -42,8 +42,10 @@ only once they agree.  A node may thus run on an object its HEAD then
 refuses (a manifest, a symlink, one too large or gone), never returning
 anything of that run.
 
-Outputs are spooled, never held whole: the headers need every node's
-report, so each node's reply is copied as it arrives into a spool (its
+Outputs are never held whole.  A job of one instance whose outputs all
+come back goes on to the caller as its reply comes, once its HEADs agree
+(execution.JobRun.run_answered_as_it_comes).  Otherwise the headers need
+every node's report, so each node's reply is copied as it arrives into a spool (its
 first 64 KiB in memory, the rest in an unnamed temporary file in
 zerovm_spool_dir), and the answer's body is streamed from the spools in
 64 KiB pieces; closing it (done by the WSGI server when the body is sent or
