@@ -100,7 +100,9 @@ while it is parsed (at most 1 MiB) and one 64 KiB piece being sent on.
 With the defaults that is about 0.27 GiB per job at worst, nearly all of it
 zerovm_maxjobinput; jobs running at once add up.  Shared by all jobs:
 the program cache (the last version fetched of each program path), at
-most 32 programs and 4 x zerovm_maxnexe bytes.  Time:
+most 32 programs and 4 x zerovm_maxnexe bytes; the GET templates kept
+(apps.TemplateCache), at most 256 x zerovm_maxconfig bytes; the types of
+the last 1024 objects opened (OPENED_TYPES).  Time:
 parsing and matching are linear in the body and in the names listed (no
 backtracking), so a job blocks this single eventlet worker for milliseconds;
 the rest is I/O, bounded by zerovm_max_listing pages of subrequests and, per
