@@ -320,6 +320,17 @@ class StreamedReply:
         self.opened.close()
 
 
+def failed(e: BaseException, node: RingNode) -> Answer:
+    """What an EXECUTE that raised answers: the job's limit (JobError), a
+    reply that was not a message (no other replica would do better), or the
+    object server's failure."""
+    if isinstance(e, JobError):
+        return Answer(e.status, e.reason)
+    if isinstance(e, protocol.ProtocolError):
+        return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
+    return Answer(503, f"object server {node['ip']}:{node['port']}/{node['device']} failed: {e}")
+
+
 class ObjectServerClient:
     def __init__(self, config: ProxyConfig):
         self.config = config
@@ -332,7 +343,6 @@ class ObjectServerClient:
         (413 when it runs out): into a spool that ``spool`` makes (the
         answer's ``reply``), or without one whole into ``body``.  Another
         status is the first line or so of its body, nothing taken."""
-        where = f"{node['ip']}:{node['port']}/{node['device']}"
         try:
             conn = self.connect(node, partition, path, headers)
             with Timeout(self.config.timeout + 30):
@@ -343,12 +353,8 @@ class ObjectServerClient:
                 if spool is None:
                     return Answer(200, "", read_reply(resp, outputs), colocated)
                 return Answer(200, "", colocated=colocated, reply=spool_reply(resp, outputs, spool()))
-        except JobError as e:
-            return Answer(e.status, e.reason)
-        except protocol.ProtocolError as e:
-            return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
         except (Exception, Timeout) as e:
-            return Answer(503, f"object server {where} failed: {e}")
+            return failed(e, node)
 
     def open_reply(self, node: RingNode, partition: int, path: str, headers: Mapping[str, str],
                    pieces: Sequence[Piece], outputs: jobs.Budget) -> Answer:
@@ -356,7 +362,6 @@ class ObjectServerClient:
         payloads (the answer's ``opened``: checked against the job's output
         budget, not yet taken from it), for its caller to stream or spool.
         Another status is the first line or so of its body."""
-        where = f"{node['ip']}:{node['port']}/{node['device']}"
         conn = None
         try:
             conn = self.connect(node, partition, path, headers)
@@ -377,11 +382,7 @@ class ObjectServerClient:
         except (Exception, Timeout) as e:
             if conn is not None:
                 conn.close()
-            if isinstance(e, JobError):
-                return Answer(e.status, e.reason)
-            if isinstance(e, protocol.ProtocolError):
-                return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
-            return Answer(503, f"object server {where} failed: {e}")
+            return failed(e, node)
 
     def spool_opened(self, opened: OpenReply, node: RingNode, colocated: str, outputs: jobs.Budget,
                      spool: Spool) -> Answer:
@@ -392,12 +393,8 @@ class ObjectServerClient:
             with Timeout(self.config.timeout + 30):
                 reply = spool_payloads(reader, opened.header, opened.lengths, outputs, spool)
             return Answer(200, colocated=colocated, reply=reply)
-        except JobError as e:
-            return Answer(e.status, e.reason)
-        except protocol.ProtocolError as e:
-            return Answer(503, f"bad reply from {node['ip']}: {e}", final=True)
         except (Exception, Timeout) as e:
-            return Answer(503, f"object server {node['ip']}:{node['port']}/{node['device']} failed: {e}")
+            return failed(e, node)
         finally:
             opened.close()
 
@@ -467,12 +464,7 @@ class ObjectServerClient:
                     on_frame(number, read_exact(started.resp, length) if length else b"")
                 reply = spool_reply(started.resp, outputs, spool())
             return Answer(200, colocated=started.colocated, reply=reply)
-        except JobError as e:
-            return Answer(e.status, e.reason)
-        except protocol.ProtocolError as e:
-            return Answer(503, f"bad reply from {started.node['ip']}: {e}", final=True)
         except (Exception, Timeout) as e:
-            where = f"{started.node['ip']}:{started.node['port']}/{started.node['device']}"
-            return Answer(503, f"object server {where} failed: {e}")
+            return failed(e, started.node)
         finally:
             started.conn.close()
